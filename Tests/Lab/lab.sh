@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The Passage lab: boots the Debian kernel under QEMU (TCG, emulated Intel IOMMU) with a
+# named PCI topology, the build machine's root mounted read-only over 9p, and runs a named
+# scenario inside as root. See docs/lab.md.
+#
+#   lab.sh run TOPOLOGY SCENARIO [--timeout SECONDS] [-v]   exit status = the scenario's
+#   lab.sh shell TOPOLOGY                                     interactive bash inside L1
+#   lab.sh build                                              build (or reuse) the initramfs images
+#   lab.sh list                                               scenarios and their topologies
+#
+# Exit status of `run`: the scenario's, or 124 on timeout, 125 when the VM ended without
+# reporting a result, 2 when the lab cannot run at all (missing QEMU, kernel, …).
+set -euo pipefail
+
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+. "$LAB_DIR/lib/common.sh"
+
+usage() {
+    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---- state of the current run, for cleanup -------------------------------------------
+RUN_DIR= QEMU_WRAPPER_PID= TAIL_PID=
+cleanup() {
+    local pid
+    if [[ -n $QEMU_WRAPPER_PID ]] && kill -0 "$QEMU_WRAPPER_PID" 2>/dev/null; then
+        kill -TERM "$QEMU_WRAPPER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $RUN_DIR && -s $RUN_DIR/qemu.pid ]]; then
+        pid=$(cat "$RUN_DIR/qemu.pid" 2>/dev/null || true)
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null \
+            && grep -q qemu "/proc/$pid/comm" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            sleep 0.5
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    if [[ -n $QEMU_WRAPPER_PID ]]; then wait "$QEMU_WRAPPER_PID" 2>/dev/null || true; fi
+    if [[ -n $TAIL_PID ]]; then kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; fi
+    if [[ -n $RUN_DIR && -z ${LAB_KEEP_RUN:-} ]]; then rm -rf "$RUN_DIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# write_env FILE TOPOLOGY SCENARIO: the environment of the scenario inside L1.
+write_env() {
+    local f=$1 v
+    {
+        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_MARKER; do
+            printf 'export %s=%q\n' "$v" "${!v}"
+        done
+        printf 'export LAB_TOPOLOGY=%q\n' "$2"
+        printf 'export LAB_SCENARIO=%q\n' "$3"
+        printf 'export LAB_RUN=%q\n' "$RUN_DIR"
+        printf 'export LAB_OUT=%q\n' /tmp/lab-out
+        printf 'export PASSAGE_BIN=%q\n' "${PASSAGE_BIN:-$LAB_REPO/.build/debug}"
+        printf 'export PATH=%q\n' /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        printf 'export HOME=/tmp LANG=C.UTF-8 TERM=%q\n' "${TERM:-linux}"
+        # Pass through PASSAGE_* and LAB_ARG_* from the caller.
+        while IFS='=' read -r v _; do
+            [[ $v == PASSAGE_BIN ]] && continue
+            printf 'export %s=%q\n' "$v" "${!v}"
+        done < <(env | grep -E '^(PASSAGE_[A-Za-z0-9_]*|LAB_ARG_[A-Za-z0-9_]*)=' || true)
+    } >"$f"
+}
+
+# qemu_args TOPOLOGY MODE: fills the array QEMU_ARGS.
+qemu_args() {
+    local topo=$1 mode=$2 extra
+    QEMU_ARGS=(
+        -accel tcg,thread=multi -cpu max -smp 2 -m 2G
+        -M q35,kernel-irqchip=split
+        -device intel-iommu,intremap=on,caching-mode=on
+        -nodefaults -no-user-config -display none -no-reboot
+        -kernel "$LAB_KERNEL" -initrd "$LAB_L1_INITRD"
+        -append "console=ttyS0 intel_iommu=on quiet panic=-1 lab.mode=$mode lab.env=$RUN_DIR/env"
+        -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
+        -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
+        -pidfile "$RUN_DIR/qemu.pid"
+    )
+    mapfile -t extra < <(topology_args "$RUN_DIR")
+    QEMU_ARGS+=("${extra[@]}")
+}
+
+prepare_run() { # TOPOLOGY SCENARIO MODE
+    lab_preflight
+    lab_build_all
+    lab_topology_load "$1"
+    mkdir -p "$LAB_BUILD/runs" "$LAB_BUILD/logs"
+    RUN_DIR=$(mktemp -d "$LAB_BUILD/runs/$1--$2.XXXXXX")
+    if declare -F topology_prepare >/dev/null; then topology_prepare "$RUN_DIR"; fi
+    write_env "$RUN_DIR/env" "$1" "$2"
+    qemu_args "$1" "$3"
+}
+
+cmd_run() {
+    local topo= scen= timeout_s=${LAB_TIMEOUT:-300} verbose=${LAB_VERBOSE:-}
+    while (($#)); do
+        case $1 in
+            --timeout) timeout_s=$2; shift 2 ;;
+            --timeout=*) timeout_s=${1#*=}; shift ;;
+            -v | --verbose) verbose=1; shift ;;
+            -*) usage ;;
+            *) if [[ -z $topo ]]; then topo=$1; elif [[ -z $scen ]]; then scen=$1; else usage; fi; shift ;;
+        esac
+    done
+    [[ -n $topo && -n $scen ]] || usage
+    [[ -f $LAB_DIR/scenarios/$scen.sh ]] || lab_die "unknown scenario '$scen' (have: $(lab_list scenarios))"
+
+    local t0 log rc result boot wall
+    t0=$(now)
+    prepare_run "$topo" "$scen" run
+    log=$LAB_BUILD/logs/$topo--$scen.log
+    {
+        echo "# lab run $topo/$scen on $(date -u +%FT%TZ), kernel $LAB_KVER, timeout ${timeout_s}s"
+        echo "# $LAB_QEMU ${QEMU_ARGS[*]}"
+    } >"$log"
+    # No terminal for QEMU: its serial port is its stdout, which goes to the log.
+    timeout -k 5 "$timeout_s" "$LAB_QEMU" "${QEMU_ARGS[@]}" -serial stdio </dev/null >>"$log" 2>&1 &
+    QEMU_WRAPPER_PID=$!
+    if [[ -n $verbose ]]; then
+        tail -n +1 -F --pid="$QEMU_WRAPPER_PID" "$log" 2>/dev/null &
+        TAIL_PID=$!
+    fi
+    rc=0
+    wait "$QEMU_WRAPPER_PID" || rc=$?
+    QEMU_WRAPPER_PID=
+    if [[ -n $TAIL_PID ]]; then sleep 0.3; kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; TAIL_PID=; fi
+    wall=$(elapsed "$t0" "$(now)")
+
+    result=$(tr -d '\r' <"$log" | grep -aoE 'LAB-RESULT rc=[0-9]+' | tail -n1 | sed 's/.*rc=//' || true)
+    boot=$(tr -d '\r' <"$log" | grep -aoE 'LAB-BOOT uptime=[0-9.]+' | tail -n1 | sed 's/.*=//' || true)
+    if [[ -n $result ]]; then
+        rc=$result
+    elif ((rc == 124 || rc == 137)); then
+        lab_note "$topo/$scen: timed out after ${timeout_s}s"
+        rc=124
+    else
+        lab_note "$topo/$scen: the VM ended (QEMU status $rc) without reporting a result"
+        rc=125
+    fi
+    echo "LAB-RUN topology=$topo scenario=$scen rc=$rc wall_seconds=$wall boot_seconds=${boot:-?} log=$log"
+    return "$rc"
+}
+
+cmd_shell() {
+    [[ $# -eq 1 ]] || usage
+    local topo=$1 log
+    prepare_run "$topo" shell shell
+    log=$LAB_BUILD/logs/$topo--shell.log
+    lab_note "booting $topo; Ctrl-A X quits QEMU, exit in the shell powers off. Log: $log"
+    # Serial and monitor multiplexed on the terminal, and copied to the log.
+    timeout --foreground -k 5 "${LAB_SHELL_TIMEOUT:-86400}" "$LAB_QEMU" "${QEMU_ARGS[@]}" \
+        -chardev "stdio,id=con,mux=on,signal=off,logfile=$log" -serial chardev:con -mon chardev=con \
+        || true
+}
+
+cmd_build() {
+    lab_preflight
+    lab_build_all
+    echo "kernel  $LAB_KERNEL"
+    echo "L1      $LAB_L1_INITRD"
+    echo "L2      $LAB_L2_INITRD"
+}
+
+cmd_list() {
+    local f
+    for f in "$LAB_DIR"/scenarios/*.sh; do
+        [[ -f $f ]] || continue
+        printf '%-24s topologies: %s\n' "$(basename "$f" .sh)" "$(lab_header "$f" topology)"
+    done
+}
+
+case ${1:-} in
+    run) shift; cmd_run "$@" ;;
+    shell) shift; cmd_shell "$@" ;;
+    build) shift; cmd_build ;;
+    list) shift; cmd_list ;;
+    *) usage ;;
+esac
