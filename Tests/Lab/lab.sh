@@ -25,9 +25,10 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---- state of the current run, for cleanup -------------------------------------------
-RUN_DIR= QEMU_WRAPPER_PID= TAIL_PID=
+RUN_DIR= QEMU_WRAPPER_PID= TAIL_PID= WATCH_PID=
 cleanup() {
     local pid
+    if [[ -n $WATCH_PID ]]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
     if [[ -n $QEMU_WRAPPER_PID ]] && kill -0 "$QEMU_WRAPPER_PID" 2>/dev/null; then
         kill -TERM "$QEMU_WRAPPER_PID" 2>/dev/null || true
     fi
@@ -113,7 +114,7 @@ cmd_run() {
     [[ -n $topo && -n $scen ]] || usage
     [[ -f $LAB_DIR/scenarios/$scen.sh ]] || lab_die "unknown scenario '$scen' (have: $(lab_list scenarios))"
 
-    local t0 log rc result boot wall
+    local t0 t_qemu log rc result boot wall boot_wall
     t0=$(now)
     prepare_run "$topo" "$scen" run
     log=$LAB_BUILD/logs/$topo--$scen.log
@@ -124,6 +125,15 @@ cmd_run() {
     # No terminal for QEMU: its serial port is its stdout, which goes to the log.
     timeout -k 5 "$timeout_s" "$LAB_QEMU" "${QEMU_ARGS[@]}" -serial stdio </dev/null >>"$log" 2>&1 &
     QEMU_WRAPPER_PID=$!
+    t_qemu=$(now)
+    # Host wall time from QEMU's start to the scenario's start (the LAB-BOOT line).
+    (
+        while kill -0 "$QEMU_WRAPPER_PID" 2>/dev/null; do
+            if grep -aq 'LAB-BOOT uptime=' "$log"; then now >"$RUN_DIR/boot-wall"; exit 0; fi
+            sleep 0.1
+        done
+    ) &
+    WATCH_PID=$!
     if [[ -n $verbose ]]; then
         tail -n +1 -F --pid="$QEMU_WRAPPER_PID" "$log" 2>/dev/null &
         TAIL_PID=$!
@@ -133,6 +143,9 @@ cmd_run() {
     QEMU_WRAPPER_PID=
     if [[ -n $TAIL_PID ]]; then sleep 0.3; kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; TAIL_PID=; fi
     wall=$(elapsed "$t0" "$(now)")
+    kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=
+    boot_wall=?
+    [[ -s $RUN_DIR/boot-wall ]] && boot_wall=$(elapsed "$t_qemu" "$(cat "$RUN_DIR/boot-wall")")
 
     result=$(tr -d '\r' <"$log" | grep -aoE 'LAB-RESULT rc=[0-9]+' | tail -n1 | sed 's/.*rc=//' || true)
     boot=$(tr -d '\r' <"$log" | grep -aoE 'LAB-BOOT uptime=[0-9.]+' | tail -n1 | sed 's/.*=//' || true)
@@ -145,7 +158,7 @@ cmd_run() {
         lab_note "$topo/$scen: the VM ended (QEMU status $rc) without reporting a result"
         rc=125
     fi
-    echo "LAB-RUN topology=$topo scenario=$scen rc=$rc wall_seconds=$wall boot_seconds=${boot:-?} log=$log"
+    echo "LAB-RUN topology=$topo scenario=$scen rc=$rc wall_seconds=$wall boot_wall_seconds=$boot_wall boot_uptime_seconds=${boot:-?} log=$log"
     return "$rc"
 }
 
