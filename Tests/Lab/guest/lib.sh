@@ -41,7 +41,7 @@ lab_eq() {
 lab_fail() { # DESCRIPTION [DETAIL...]: a failed check
     LAB_CHECKS=$((LAB_CHECKS + 1)); LAB_FAILS=$((LAB_FAILS + 1))
     echo "not ok - $1"; shift
-    local l; for l in "$@"; do echo "#   $l"; done
+    local l; for l in "$@"; do printf '%s\n' "$l" | sed '/^$/d; s/^/#   /'; done
 }
 
 lab_ok() { LAB_CHECKS=$((LAB_CHECKS + 1)); echo "ok - $1"; }
@@ -148,4 +148,129 @@ lab_vfio_bind() {
     g=$(lab_iommu_group "$a")
     lab_wait_for 5 test -c "/dev/vfio/$g" || { echo "no /dev/vfio/$g"; return 1; }
     echo "/dev/vfio/$g"
+}
+
+# ---- `passage devices --json` against sysfs --------------------------------------------
+# (needs jq from the host's root)
+
+# lab_sysfs_devices_json: what sysfs says about every PCI function, in the shape of the
+# `passage devices --json` contract (the keys that sysfs alone decides). Reads sysfs with
+# bash builtins and runs jq once: processes are slow in L1 (TCG, binaries over 9p).
+lab_sysfs_devices_json() {
+    local -A group=() driver=() physfn=() vfindex=()
+    local g d a l n t vfs f v lines=()
+    for d in /sys/kernel/iommu_groups/*/devices/*; do
+        [[ -e $d ]] || continue
+        g=${d%/devices/*}; group[${d##*/}]=${g##*/}
+    done
+    for d in /sys/bus/pci/drivers/*/????:??:??.?; do
+        [[ -e $d ]] || continue
+        n=${d%/*}; driver[${d##*/}]=${n##*/}
+    done
+    for d in "$LAB_PCI"/*; do
+        a=${d##*/}
+        vfs=
+        if [[ -f $d/sriov_totalvfs ]]; then
+            for ((n = 0; ; n++)); do
+                [[ -e $d/virtfn$n ]] || break
+                t=$(cd -P "$d/virtfn$n" && pwd); t=${t##*/}
+                physfn[$t]=$a; vfindex[$t]=$n
+                vfs+=${vfs:+,}$t
+            done
+        fi
+        local fields=("$a")
+        for f in vendor device subsystem_vendor subsystem_device class revision; do
+            v=; read -r v <"$d/$f" 2>/dev/null; fields+=("${v#0x}")
+        done
+        v=; read -r v <"$d/driver_override" 2>/dev/null; [[ $v == "(null)" ]] && v=
+        fields+=("${driver[$a]:-}" "$v" "${group[$a]:-}")
+        v=; read -r v <"$d/numa_node" 2>/dev/null; fields+=("$v")
+        if [[ -f $d/sriov_totalvfs ]]; then
+            local tv nv ap
+            read -r tv <"$d/sriov_totalvfs"; read -r nv <"$d/sriov_numvfs"
+            read -r ap <"$d/sriov_drivers_autoprobe"
+            fields+=(1 "$tv" "$nv" "$ap" "$vfs")
+        else
+            fields+=(0 "" "" "" "")
+        fi
+        local IFS=$'\t'
+        lines+=("${fields[*]}")
+        unset IFS
+    done
+    # physfn/vfIndex are known only after all PFs were read.
+    for l in "${lines[@]}"; do
+        a=${l%%$'\t'*}
+        printf '%s\t%s\t%s\n' "$l" "${physfn[$a]:-}" "${vfindex[$a]:-}"
+    done | jq -R -s -c '
+        def nul: if . == "" then null else . end;
+        def num: if . == "" then null else tonumber end;
+        [ split("\n")[] | select(length > 0) | split("\t") | {
+            address: .[0], vendorId: .[1], deviceId: .[2], subsystemVendorId: .[3],
+            subsystemDeviceId: .[4], classCode: .[5], revision: .[6],
+            driver: (.[7] | nul), driverOverride: (.[8] | nul), iommuGroup: (.[9] | num),
+            numaNode: (if .[10] == "-1" then null else .[10] | num end),
+            physfn: (.[16] | nul), vfIndex: (.[17] | num),
+            sriov: (if .[11] == "1" then
+                {totalVFs: (.[12] | tonumber), numVFs: (.[13] | tonumber),
+                 driversAutoprobe: (.[14] == "1"),
+                 vfs: (if .[15] == "" then [] else .[15] | split(",") end)}
+              else null end) } ]'
+}
+
+# lab_compare_devices_json ACTUAL.json EXPECTED.json: prints one line per difference
+# (nothing when they agree). Checks the contract's types as well.
+lab_compare_devices_json() {
+    jq -r --slurpfile exp "$2" '
+      def hex($n): type == "string" and test("^[0-9a-f]{\($n)}$");
+      (if type != "array" then "the output is not a JSON array" else empty end),
+      ( (map({key: .address, value: .}) | from_entries) as $act
+        | ($exp[0] | map(.address)) as $want
+        | (map(.address) - $want)[] | "\(.): reported but not in sysfs" ),
+      ( (map({key: .address, value: .}) | from_entries) as $act
+        | $exp[0][] as $e
+        | $act[$e.address] as $a
+        | if $a == null then "\($e.address): in sysfs but not reported"
+          else
+            ( ["vendorId", "deviceId", "subsystemVendorId", "subsystemDeviceId", "classCode", "revision",
+               "driver", "driverOverride", "iommuGroup", "physfn", "vfIndex"][] as $k
+              | select($a[$k] != $e[$k])
+              | "\($e.address): \($k) is \($a[$k] | tojson), sysfs says \($e[$k] | tojson)" ),
+            ( select(($a.vendorId | hex(4)) and ($a.deviceId | hex(4)) and ($a.classCode | hex(6)) | not)
+              | "\($e.address): vendorId/deviceId/classCode are not lowercase hex strings of 4/4/6 digits" ),
+            ( ["vendorName", "deviceName", "numaNode", "driver", "iommuGroup", "physfn", "vfIndex", "sriov"][] as $k
+              | select($a | has($k) | not) | "\($e.address): key \($k) missing" ),
+            ( select($a.numaNode != $e.numaNode and ($e.numaNode != null or $a.numaNode != -1))
+              | "\($e.address): numaNode is \($a.numaNode | tojson), sysfs says \($e.numaNode | tojson)" ),
+            ( if $e.sriov == null then
+                (select($a.sriov != null) | "\($e.address): has sriov \($a.sriov | tojson), sysfs has no SR-IOV")
+              elif $a.sriov == null then "\($e.address): sriov is null, sysfs says \($e.sriov | tojson)"
+              else
+                ( ["totalVFs", "numVFs", "driversAutoprobe", "vfs"][] as $k
+                  | select($a.sriov[$k] != $e.sriov[$k])
+                  | "\($e.address): sriov.\($k) is \($a.sriov[$k] | tojson), sysfs says \($e.sriov[$k] | tojson)" )
+              end )
+          end )
+    ' "$1"
+}
+
+# lab_check_passage_devices LABEL: runs `passage devices --json`, compares it with sysfs,
+# one check per device and one for the whole. Leaves the files in $LAB_OUT.
+lab_check_passage_devices() {
+    local label=$1 act=$LAB_OUT/devices-$1.json exp=$LAB_OUT/sysfs-$1.json diffs rc
+    mkdir -p "$LAB_OUT"
+    "$PASSAGE_BIN/passage" devices --json >"$act" 2>"$act.err"
+    rc=$?
+    lab_eq "[$label] passage devices --json exits 0" 0 "$rc"
+    if ((rc != 0)); then sed 's/^/#   stderr: /' "$act.err" | head -n 20; return; fi
+    if ! jq -e . "$act" >/dev/null 2>&1; then
+        lab_fail "[$label] passage devices --json prints JSON" "$(head -c 400 "$act")"
+        return
+    fi
+    lab_sysfs_devices_json >"$exp"
+    diffs=$(lab_compare_devices_json "$act" "$exp" 2>&1)
+    if [[ -z $diffs ]]; then
+        lab_ok "[$label] passage devices --json agrees with sysfs on all $(jq length "$exp") devices"
+    else
+        lab_fail "[$label] passage devices --json agrees with sysfs" $'\n'"$diffs"
+    fi
 }
