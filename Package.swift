@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Passage",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "passage", targets: ["passage"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libpci (pciutils): names from pci.ids and capability walking.
+        .systemLibrary(
+            name: "CPCI",
+            pkgConfig: "libpci",
+            providers: [.apt(["libpci-dev"])]
+        ),
+        // Host PCI model: addresses, devices, IOMMU groups, SR-IOV topology, under a sysfs root.
+        .target(name: "HostPCI", dependencies: ["CPCI"]),
+        // Codable wire types shared by the CLI and (later) the daemon.
+        .target(name: "PassageAPI"),
+        // Writes sysfs-shaped fixture trees; used by tests and benchmarks, never shipped.
+        .target(name: "SysfsFixtures", dependencies: ["HostPCI"]),
+        .executableTarget(
+            name: "passage",
+            dependencies: [
+                "HostPCI", "PassageAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "inventory-bench",
+            dependencies: ["SysfsFixtures"],
+            path: "Benchmarks/InventoryBench"
+        ),
+        .testTarget(
+            name: "HostPCITests",
+            dependencies: ["HostPCI", "PassageAPI", "SysfsFixtures"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import HostPCI
+import PassageAPI
+
+/// An error the CLI reports, with its exit status.
+///
+/// Exit statuses: 1 operation failed, 64 usage (bad arguments or address), 66 no such device,
+/// 69 sysfs (or the daemon, later) unavailable.
+struct CLIError: Error {
+    var code: String
+    var message: String
+    var exitCode: Int32
+
+    static func usage(_ message: String) -> CLIError { CLIError(code: "usage", message: message, exitCode: 64) }
+
+    init(code: String, message: String, exitCode: Int32) {
+        self.code = code
+        self.message = message
+        self.exitCode = exitCode
+    }
+
+    init(_ e: HostPCIError) {
+        let status: Int32 = switch e.code {
+        case .invalidAddress: 64
+        case .deviceNotFound: 66
+        case .sysfsUnavailable: 69
+        case .io: 1
+        }
+        self.init(code: e.code.rawValue, message: e.message, exitCode: status)
+    }
+}
+
+/// Runs a command body, turning errors into a message on stderr (JSON with `--json`) and an exit status.
+func reportingErrors(json: Bool, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as CLIError {
+        emit(e, json: json)
+        throw ExitCode(e.exitCode)
+    } catch let e as HostPCIError {
+        let c = CLIError(e)
+        emit(c, json: json)
+        throw ExitCode(c.exitCode)
+    }
+}
+
+private func emit(_ e: CLIError, json: Bool) {
+    let text: String
+    if json, let data = try? JSONEncoder().encode(["error": ErrorInfo(code: e.code, message: e.message)]) {
+        text = String(decoding: data, as: UTF8.self)
+    } else {
+        text = "passage: error: \(e.message)"
+    }
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Parses a user-typed address for a command argument.
+func parseAddress(_ text: String) throws(CLIError) -> PCIAddress {
+    do { return try PCIAddress(parsing: text) } catch { throw CLIError(error) }
+}
