@@ -87,6 +87,10 @@ qemu_args() {
     )
     mapfile -t extra < <(topology_args "$RUN_DIR")
     QEMU_ARGS+=("${extra[@]}")
+    # Extra arguments for experiments, split on spaces.
+    # shellcheck disable=SC2206
+    [[ -n ${LAB_QEMU_EXTRA:-} ]] && QEMU_ARGS+=($LAB_QEMU_EXTRA)
+    return 0
 }
 
 prepare_run() { # TOPOLOGY SCENARIO MODE

@@ -15,7 +15,7 @@ topology_args() { # RUNDIR
 -device
 pcie-root-port,id=rp1,chassis=1,slot=1,addr=01.0
 -device
-pcie-pci-bridge,id=br1,bus=rp1,shpc=off
+pcie-pci-bridge,id=br1,bus=rp1
 -device
 e1000,bus=br1,addr=01.0,mac=52:54:00:1a:b0:01
 -device
