@@ -78,8 +78,16 @@ for p in "${plan[@]}"; do
     name=$topo/$scen
     log=$LAB_BUILD/logs/$topo--$scen.log
     t0=$(date +%s.%N)
-    out=$("$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" 2>&1)
-    rc=$?
+    outf=$LAB_BUILD/logs/$topo--$scen.out
+    mkdir -p "$LAB_BUILD/logs"
+    if [[ -n ${LAB_VERBOSE:-} ]]; then
+        "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" 2>&1 | tee "$outf"
+        rc=${PIPESTATUS[0]}
+    else
+        "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" >"$outf" 2>&1
+        rc=$?
+    fi
+    out=$(cat "$outf")
     dt=$(since "$t0")
     runline=$(printf '%s\n' "$out" | grep '^LAB-RUN ' | tail -n1)
     boot=$(sed -n 's/.*boot_wall_seconds=\([^ ]*\).*/\1/p' <<<"$runline")
