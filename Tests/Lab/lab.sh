@@ -25,7 +25,7 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---- state of the current run, for cleanup -------------------------------------------
-RUN_DIR= QEMU_WRAPPER_PID= TAIL_PID= WATCH_PID=
+RUN_DIR='' QEMU_WRAPPER_PID='' TAIL_PID='' WATCH_PID=''
 cleanup() {
     local pid
     if [[ -n $WATCH_PID ]]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
@@ -105,7 +105,7 @@ prepare_run() { # TOPOLOGY SCENARIO MODE
 }
 
 cmd_run() {
-    local topo= scen= timeout_s=${LAB_TIMEOUT:-300} verbose=${LAB_VERBOSE:-}
+    local topo='' scen='' timeout_s=${LAB_TIMEOUT:-300} verbose=${LAB_VERBOSE:-}
     while (($#)); do
         case $1 in
             --timeout) timeout_s=$2; shift 2 ;;
@@ -148,7 +148,7 @@ cmd_run() {
     if [[ -n $TAIL_PID ]]; then sleep 0.3; kill "$TAIL_PID" 2>/dev/null || true; wait "$TAIL_PID" 2>/dev/null || true; TAIL_PID=; fi
     wall=$(elapsed "$t0" "$(now)")
     kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; WATCH_PID=
-    boot_wall=?
+    boot_wall='?'
     [[ -s $RUN_DIR/boot-wall ]] && boot_wall=$(elapsed "$t_qemu" "$(cat "$RUN_DIR/boot-wall")")
 
     result=$(tr -d '\r' <"$log" | grep -aoE 'LAB-RESULT rc=[0-9]+' | tail -n1 | sed 's/.*rc=//' || true)

@@ -87,9 +87,9 @@ for p in "${plan[@]}"; do
         "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" >"$outf" 2>&1
         rc=$?
     fi
-    out=$(cat "$outf")
+    runout=$(cat "$outf")
     dt=$(since "$t0")
-    runline=$(printf '%s\n' "$out" | grep '^LAB-RUN ' | tail -n1)
+    runline=$(printf '%s\n' "$runout" | grep '^LAB-RUN ' | tail -n1)
     boot=$(sed -n 's/.*boot_wall_seconds=\([^ ]*\).*/\1/p' <<<"$runline")
     if ((rc == 0)); then
         passed=$((passed + 1))
@@ -97,7 +97,7 @@ for p in "${plan[@]}"; do
     else
         fail "$name" "$dt" "exit status $rc (boot ${boot:-?}s)"
         echo "---- lab.sh output:"
-        printf '%s\n' "$out" | sed 's/^/  | /'
+        printf '%s\n' "$runout" | sed 's/^/  | /'
         if [[ -f $log ]]; then
             echo "---- last $tail_lines lines of $log:"
             tr -d '\r' <"$log" | grep -av '^# qemu' | tail -n "$tail_lines" | sed 's/^/  | /'
@@ -105,8 +105,13 @@ for p in "${plan[@]}"; do
         echo "----"
     fi
     [[ -f $log ]] && tr -d '\r' <"$log" | grep -a '^LAB-TIMING ' | sed "s|^|      $name |"
+    if [[ $boot =~ ^[0-9.]+$ ]] && awk -v b="$boot" 'BEGIN { exit !(b > 15) }'; then
+        echo "WARN $name: L1 took ${boot}s to reach the scenario (budget 15 s)"
+    fi
 done
 
-echo "lab: total $(since "$t_all")s${failed_names[*]:+; failed: ${failed_names[*]}}"
+total=$(since "$t_all")
+echo "lab: total ${total}s${failed_names[*]:+; failed: ${failed_names[*]}}"
+awk -v t="$total" 'BEGIN { exit !(t > 600) }' && echo "WARN the lab took ${total}s (budget 600 s)"
 echo "lab: $passed passed, $failed failed"
 ((failed == 0))

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for scenarios, which run inside L1 (bash, as root, in the chroot of the host
 # root, cwd = the repo). Source with:  . "$LAB_DIR/guest/lib.sh"
 #
@@ -114,7 +115,7 @@ lab_nvme_live() {
 # Leaves NUMVFS VFs with their secondary controllers online (2 VQ, 1 VI each), unbound
 # (sriov_drivers_autoprobe off). Prints the steps.
 lab_nvme_sriov_enable() {
-    local pf=$1 n=$2 ctrl i vf scid
+    local pf=$1 n=$2 ctrl i scid
     command -v nvme >/dev/null || { echo "nvme-cli missing on the host"; return 1; }
     ctrl=$(lab_nvme_ctrl "$pf") || { echo "no nvme controller on $pf"; return 1; }
     lab_nvme_live "$ctrl" || { echo "$ctrl is not live"; return 1; }

@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables set here are used by lab.sh and run-all.sh
 # Host-side helpers for the lab harness. Sourced by lab.sh (bash).
 #
 # Everything the harness builds is cached under $LAB_BUILD (<repo>/.build/lab):
