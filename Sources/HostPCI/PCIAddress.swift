@@ -88,8 +88,34 @@ public struct PCIAddress: Hashable, Comparable, Sendable {
     /// Parses the last path component of a sysfs link target such as `../../../devices/pci0000:00/0000:00:1c.0`.
     /// Returns nil for anything that is not exactly a canonical address.
     public static func fromSysfsName(_ name: some StringProtocol) -> PCIAddress? {
-        guard name.utf8.count == 12, let a = try? PCIAddress(parsing: name) else { return nil }
-        return a
+        fromSysfsName(bytes: Array(name.utf8)[...])
+    }
+
+    /// The same for bytes: exactly `dddd:bb:dd.f` in lowercase hex, with device ≤ 0x1f and function ≤ 7.
+    public static func fromSysfsName(bytes b: ArraySlice<UInt8>) -> PCIAddress? {
+        guard b.count == 12 else { return nil }
+        let s = b.startIndex
+        guard b[s + 4] == UInt8(ascii: ":"), b[s + 7] == UInt8(ascii: ":"), b[s + 10] == UInt8(ascii: ".") else { return nil }
+        func digit(_ i: Int) -> UInt16? {
+            let c = b[s + i]
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt16(c - UInt8(ascii: "0"))
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt16(c - UInt8(ascii: "a") + 10)
+            default: return nil
+            }
+        }
+        guard let d0 = digit(0), let d1 = digit(1), let d2 = digit(2), let d3 = digit(3),
+              let b0 = digit(5), let b1 = digit(6), let s0 = digit(8), let s1 = digit(9), let f = digit(11) else { return nil }
+        let device = s0 << 4 | s1
+        guard device <= 0x1f, f <= 7 else { return nil }
+        return PCIAddress(unchecked: d0 << 12 | d1 << 8 | d2 << 4 | d3, bus: UInt8(b0 << 4 | b1), device: UInt8(device), function: UInt8(f))
+    }
+
+    private init(unchecked domain: UInt16, bus: UInt8, device: UInt8, function: UInt8) {
+        self.domain = domain
+        self.bus = bus
+        self.device = device
+        self.function = function
     }
 
     public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {

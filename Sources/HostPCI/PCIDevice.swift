@@ -80,15 +80,27 @@ public struct BAR: Sendable, Hashable {
     static let prefetchFlag: UInt64 = 0x2000
     static let mem64Flag: UInt64 = 0x0010_0000
 
-    /// Parses one line of sysfs `resource` (`0xSTART 0xEND 0xFLAGS`); nil for an empty slot.
-    static func parse(line: Substring, index: Int) -> BAR? {
-        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard fields.count >= 3, let start = parseHex(fields[0]), let end = parseHex(fields[1]),
-              let flags = parseHex(fields[2]), end > start || (end == start && start != 0) else { return nil }
+    /// Parses sysfs `resource`: one `0xSTART 0xEND 0xFLAGS` line per resource, empty slots all zero.
+    /// Returns (line index, BAR) for each non-empty slot.
+    static func parse(resource bytes: [UInt8]) -> [(Int, BAR)] {
+        var result: [(Int, BAR)] = []
+        var index = 0
+        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            defer { index += 1 }
+            let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 3, omittingEmptySubsequences: true)
+            guard fields.count >= 3, let start = parseHex(fields[0]), let end = parseHex(fields[1]),
+                  let flags = parseHex(fields[2]), let bar = BAR(index: index, start: start, end: end, flags: flags) else { continue }
+            result.append((index, bar))
+        }
+        return result
+    }
+
+    /// A BAR from one `resource` line; nil for an empty slot.
+    init?(index: Int, start: UInt64, end: UInt64, flags: UInt64) {
+        guard end > start || (end == start && start != 0) else { return nil }
         let kind: Kind
-        if flags & ioFlag != 0 { kind = .io } else if flags & mem64Flag != 0 { kind = .memory64 } else { kind = .memory32 }
-        return BAR(index: index, start: start, size: end - start + 1, kind: kind,
-                   prefetchable: flags & prefetchFlag != 0)
+        if flags & Self.ioFlag != 0 { kind = .io } else if flags & Self.mem64Flag != 0 { kind = .memory64 } else { kind = .memory32 }
+        self.init(index: index, start: start, size: end - start + 1, kind: kind, prefetchable: flags & Self.prefetchFlag != 0)
     }
 }
 

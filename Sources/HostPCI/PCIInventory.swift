@@ -1,3 +1,5 @@
+import Dispatch
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,11 +17,26 @@ public struct PCIInventory: Sendable {
 
     /// Every PCI function under the root, sorted by address.
     public func devices() throws(HostPCIError) -> [PCIDevice] {
-        let bus = try openDevicesDirectory()
-        let library = PCILibrary(root: root)
-        var devices: [PCIDevice] = []
-        for address in bus.entries().compactMap(PCIAddress.fromSysfsName).sorted() {
-            if let d = read(address, bus: bus, library: library) { devices.append(d) }
+        let addresses = try openDevicesDirectory().entries().compactMap(PCIAddress.fromSysfsName).sorted()
+        // Reading a device is a few dozen small syscalls; on a large host that dominates, so the
+        // addresses are split across up to 4 threads, each with its own directory handle and libpci handle.
+        let workers = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), 4, addresses.count / 128))
+        var slots = [PCIDevice?](repeating: nil, count: addresses.count)
+        let root = self.root
+        slots.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let out = buffer
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                guard let bus = SysfsDirectory(root.pciDevicesPath) else { return }
+                let library = PCILibrary(root: root)
+                for i in stride(from: worker, to: addresses.count, by: workers) {
+                    out[i] = Self.read(addresses[i], root: root, bus: bus, library: library)
+                }
+            }
+        }
+        var devices = slots.compactMap { $0 }
+        if lookUpNames {
+            let library = PCILibrary(root: root)
+            for i in devices.indices { devices[i].names = library.names(of: devices[i]) }
         }
         Self.linkVirtualFunctions(&devices)
         return devices
@@ -29,9 +46,10 @@ public struct PCIInventory: Sendable {
     public func device(_ address: PCIAddress) throws(HostPCIError) -> PCIDevice {
         let bus = try openDevicesDirectory()
         let library = PCILibrary(root: root)
-        guard var device = read(address, bus: bus, library: library) else {
+        guard var device = Self.read(address, root: root, bus: bus, library: library) else {
             throw .deviceNotFound(address, root: root)
         }
+        if lookUpNames { device.names = library.names(of: device) }
         if let pf = device.physfn, let pfDir = SysfsDirectory(root.devicePath(pf)) {
             device.vfIndex = Self.virtualFunctionLinks(pfDir).first { $0.address == address }?.index
         }
@@ -72,8 +90,8 @@ public struct PCIInventory: Sendable {
         return dir
     }
 
-    /// Reads one device; nil when its directory does not exist.
-    func read(_ address: PCIAddress, bus: borrowing SysfsDirectory, library: PCILibrary) -> PCIDevice? {
+    /// Reads one device (names are left empty); nil when its directory does not exist.
+    static func read(_ address: PCIAddress, root: SysfsRoot, bus: borrowing SysfsDirectory, library: PCILibrary) -> PCIDevice? {
         guard let dir = SysfsDirectory(root.devicePath(address)) else { return nil }
         let config = dir.readBytes("config", limit: 256) ?? []
         func configWord(_ offset: Int) -> UInt16? {
@@ -91,9 +109,8 @@ public struct PCIInventory: Sendable {
         var bars: [BAR] = []
         var vfBars: [BAR] = []
         var romSize: UInt64?
-        if let resource = dir.readString("resource") {
-            for (i, line) in resource.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                guard let bar = BAR.parse(line: line, index: i) else { continue }
+        if let resource = dir.readBytes("resource") {
+            for (i, bar) in BAR.parse(resource: resource) {
                 switch i {
                 case 0...5: bars.append(bar)
                 case 6: romSize = bar.size
@@ -103,8 +120,11 @@ public struct PCIInventory: Sendable {
             }
         }
 
+        let capabilities = library.capabilities(of: address, config: config)
         var sriov: SRIOVPhysicalFunction?
-        if let total = dir.readInt("sriov_totalvfs") {
+        // The kernel creates sriov_* only for functions with the SR-IOV capability: skip the lookup for
+        // the others (most of a large host's functions are VFs), unless the capabilities are unknown.
+        if capabilities == nil || capabilities?.sriov != nil, let total = dir.readInt("sriov_totalvfs") {
             sriov = SRIOVPhysicalFunction(
                 totalVFs: total,
                 numVFs: dir.readInt("sriov_numvfs") ?? 0,
@@ -117,8 +137,8 @@ public struct PCIInventory: Sendable {
         }
 
         let override = dir.readString("driver_override")
-        let upstream: [PCIAddress] = bus.readLink(address.description).map { target in
-            target.split(separator: "/").compactMap(PCIAddress.fromSysfsName).filter { $0 != address }
+        let upstream: [PCIAddress] = bus.readLinkBytes(address.description).map { target in
+            target.split(separator: UInt8(ascii: "/")).compactMap { PCIAddress.fromSysfsName(bytes: $0) }.filter { $0 != address }
         } ?? []
 
         return PCIDevice(
@@ -129,20 +149,17 @@ public struct PCIInventory: Sendable {
             subsystemDeviceID: subDevice,
             classCode: classCode,
             revision: revision,
-            names: lookUpNames
-                ? library.names(vendor: vendor, device: device, subsystemVendor: subVendor,
-                                subsystemDevice: subDevice, classCode: classCode)
-                : PCINames(),
-            driver: dir.readLink("driver").map { String(lastComponent($0)) },
+            names: PCINames(),
+            driver: dir.readLinkName("driver"),
             driverOverride: (override == nil || override == "" || override == "(null)") ? nil : override,
-            iommuGroup: dir.readLink("iommu_group").flatMap { Int(lastComponent($0)) },
+            iommuGroup: dir.readLinkBytes("iommu_group").flatMap { parseDecimal(lastComponent($0)) },
             numaNode: dir.readInt("numa_node").flatMap { $0 < 0 ? nil : $0 },
             bars: bars,
             romSize: romSize,
-            capabilities: library.capabilities(of: address, config: config),
+            capabilities: capabilities,
             resetMethods: dir.readString("reset_method").map { $0.split(separator: " ").map(String.init) },
             sriov: sriov,
-            physfn: dir.readLink("physfn").flatMap { PCIAddress.fromSysfsName(lastComponent($0)) },
+            physfn: dir.readLinkBytes("physfn").flatMap { PCIAddress.fromSysfsName(bytes: lastComponent($0)) },
             vfIndex: nil,
             upstream: upstream,
             isBridge: headerType == 1 || classCode >> 8 == 0x0604)
@@ -152,8 +169,8 @@ public struct PCIInventory: Sendable {
     static func virtualFunctionLinks(_ dir: borrowing SysfsDirectory) -> [VirtualFunctionLink] {
         var links: [VirtualFunctionLink] = []
         for name in dir.entries() where name.hasPrefix("virtfn") {
-            guard let index = Int(name.dropFirst(6)), let target = dir.readLink(name),
-                  let address = PCIAddress.fromSysfsName(lastComponent(target)) else { continue }
+            guard let index = Int(name.dropFirst(6)), let target = dir.readLinkBytes(name),
+                  let address = PCIAddress.fromSysfsName(bytes: lastComponent(target)) else { continue }
             links.append(VirtualFunctionLink(index: index, address: address))
         }
         return links.sorted { $0.index < $1.index }

@@ -30,6 +30,11 @@ final class PCILibrary {
 
     deinit { pci_cleanup(access) }
 
+    func names(of d: PCIDevice) -> PCINames {
+        names(vendor: d.vendorID, device: d.deviceID, subsystemVendor: d.subsystemVendorID,
+              subsystemDevice: d.subsystemDeviceID, classCode: d.classCode)
+    }
+
     func names(vendor: UInt16, device: UInt16, subsystemVendor: UInt16?, subsystemDevice: UInt16?,
                classCode: UInt32) -> PCINames {
         var n = PCINames()

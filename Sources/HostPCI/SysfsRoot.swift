@@ -56,6 +56,7 @@ struct SysfsDirectory: ~Copyable {
     deinit { close(fd) }
 
     /// Reads an attribute file, at most `limit` bytes. Returns nil if it does not exist or cannot be opened.
+    /// A short read ends the file: sysfs attributes and regular files return everything they have at once.
     func readBytes(_ name: String, limit: Int = 4096) -> [UInt8]? {
         let f = openat(fd, name, O_RDONLY | O_CLOEXEC)
         guard f >= 0 else { return nil }
@@ -63,10 +64,12 @@ struct SysfsDirectory: ~Copyable {
         return [UInt8](unsafeUninitializedCapacity: limit) { buf, count in
             var total = 0
             while total < limit {
-                let r = read(f, buf.baseAddress! + total, limit - total)
+                let want = limit - total
+                let r = read(f, buf.baseAddress! + total, want)
                 if r < 0 && errno == EINTR { continue }
                 if r <= 0 { break }
                 total += r
+                if r < want { break }
             }
             count = total
         }
@@ -74,31 +77,39 @@ struct SysfsDirectory: ~Copyable {
 
     /// Reads an attribute as text without its trailing newline.
     func readString(_ name: String) -> String? {
-        guard var bytes = readBytes(name) else { return nil }
-        while let last = bytes.last, last == UInt8(ascii: "\n") || last == 0 { bytes.removeLast() }
-        return String(decoding: bytes, as: UTF8.self)
+        guard let bytes = readBytes(name, limit: 4096) else { return nil }
+        var end = bytes.count
+        while end > 0 && (bytes[end - 1] == UInt8(ascii: "\n") || bytes[end - 1] == 0) { end -= 1 }
+        return String(decoding: bytes[..<end], as: UTF8.self)
     }
 
-    /// Reads a `0x`-prefixed hex attribute (`vendor`, `class`, …).
+    /// Reads a hex attribute (`0x8086` in `vendor`, `class`, …; plain digits in `sriov_vf_device`).
     func readHex(_ name: String) -> UInt64? {
-        guard let s = readString(name) else { return nil }
-        return parseHex(s)
+        readBytes(name, limit: 64).flatMap { parseHex($0[...]) }
     }
 
-    /// Reads a decimal attribute (`numa_node`, `sriov_numvfs`, …).
+    /// Reads a decimal attribute (`numa_node`, `sriov_numvfs`, …), which may be negative.
     func readInt(_ name: String) -> Int? {
-        guard let s = readString(name) else { return nil }
-        return Int(s.trimmingSpaces)
+        readBytes(name, limit: 64).flatMap { parseDecimal($0[...]) }
+    }
+
+    /// The target of a symbolic link as bytes, or nil.
+    func readLinkBytes(_ name: String) -> [UInt8]? {
+        let bytes = [UInt8](unsafeUninitializedCapacity: 4096) { buf, count in
+            let n = buf.baseAddress!.withMemoryRebound(to: CChar.self, capacity: 4096) { readlinkat(fd, name, $0, 4096) }
+            count = max(n, 0)
+        }
+        return bytes.isEmpty ? nil : bytes
     }
 
     /// The target of a symbolic link, or nil.
     func readLink(_ name: String) -> String? {
-        var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBufferPointer { p in
-            p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: p.count) { readlinkat(fd, name, $0, p.count) }
-        }
-        guard n > 0 else { return nil }
-        return String(decoding: buf[0..<n], as: UTF8.self)
+        readLinkBytes(name).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The last path component of a link's target, as text (`driver` → `vfio-pci`).
+    func readLinkName(_ name: String) -> String? {
+        readLinkBytes(name).map { String(decoding: lastComponent($0), as: UTF8.self) }
     }
 
     /// Names in the directory, without `.` and `..`.
@@ -122,25 +133,49 @@ struct SysfsDirectory: ~Copyable {
     }
 }
 
-/// Parses `0x1af4`, `1af4` (with optional surrounding white space) as hex.
-func parseHex(_ s: some StringProtocol) -> UInt64? {
-    var t = Substring(s.trimmingSpaces)
-    if t.hasPrefix("0x") || t.hasPrefix("0X") { t = t.dropFirst(2) }
-    guard !t.isEmpty else { return nil }
-    return UInt64(t, radix: 16)
+/// Parses `0x1af4`, `1af4` (leading white space allowed, anything after the digits ignored) as hex.
+func parseHex(_ s: ArraySlice<UInt8>) -> UInt64? {
+    var i = s.startIndex
+    while i < s.endIndex && (s[i] == UInt8(ascii: " ") || s[i] == UInt8(ascii: "\t")) { i += 1 }
+    if i + 1 < s.endIndex && s[i] == UInt8(ascii: "0") && (s[i + 1] | 0x20) == UInt8(ascii: "x") { i += 2 }
+    var value: UInt64 = 0
+    var digits = 0
+    while i < s.endIndex {
+        let c = s[i]
+        let v: UInt8
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): v = c &- UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): v = c &- UInt8(ascii: "a") &+ 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): v = c &- UInt8(ascii: "A") &+ 10
+        default: return digits > 0 && digits <= 16 ? value : nil
+        }
+        value = value << 4 | UInt64(v)
+        digits += 1
+        i += 1
+    }
+    return digits > 0 && digits <= 16 ? value : nil
+}
+
+func parseHex(_ s: some StringProtocol) -> UInt64? { parseHex(Array(s.utf8)[...]) }
+
+/// Parses an optionally negative decimal (leading white space allowed, anything after the digits ignored).
+func parseDecimal(_ s: ArraySlice<UInt8>) -> Int? {
+    var i = s.startIndex
+    while i < s.endIndex && (s[i] == UInt8(ascii: " ") || s[i] == UInt8(ascii: "\t")) { i += 1 }
+    var negative = false
+    if i < s.endIndex && s[i] == UInt8(ascii: "-") { negative = true; i += 1 }
+    var value = 0
+    var digits = 0
+    while i < s.endIndex, s[i] >= UInt8(ascii: "0"), s[i] <= UInt8(ascii: "9"), digits < 18 {
+        value = value * 10 + Int(s[i] - UInt8(ascii: "0"))
+        digits += 1
+        i += 1
+    }
+    return digits > 0 ? (negative ? -value : value) : nil
 }
 
 /// The last path component of a link target: `../../../kernel/iommu_groups/12` → `12`.
-func lastComponent(_ path: String) -> Substring {
-    if let slash = path.lastIndex(of: "/") { return path[path.index(after: slash)...] }
-    return Substring(path)
-}
-
-extension StringProtocol {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\n" || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\n" || l == "\t" { s.removeLast() }
-        return String(s)
-    }
+func lastComponent(_ path: [UInt8]) -> ArraySlice<UInt8> {
+    if let slash = path.lastIndex(of: UInt8(ascii: "/")) { return path[(slash + 1)...] }
+    return path[...]
 }

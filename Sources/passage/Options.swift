@@ -29,10 +29,6 @@ struct FilterOptions: ParsableArguments {
     @Flag(name: .long, help: "Only SR-IOV physical and virtual functions.")
     var sriov = false
 
-    func validate() throws {
-        _ = try makeFilter()
-    }
-
     func makeFilter() throws(CLIError) -> DeviceFilter {
         var f = DeviceFilter()
         if let c = `class` {

@@ -1,16 +1,15 @@
 import Foundation
+import PassageAPI
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Writes JSON for scripts: pretty, keys sorted (a stable order to diff), no escaped slashes.
+/// Writes JSON for scripts: pretty, keys in the order the wire type declares them.
 func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    var data = try encoder.encode(value)
-    data.append(UInt8(ascii: "\n"))
-    writeStdout(data)
+    var bytes = try StreamingJSONEncoder(pretty: true).encode(value)
+    bytes.append(UInt8(ascii: "\n"))
+    writeStdout(Data(bytes))
 }
 
 func writeStdout(_ data: Data) {
