@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what is missing, builds, runs the
+# unit and integration tests (fixture sysfs trees, this machine's real /sys read-only, the real CLI),
+# then the lab's end-to-end scenarios on a real kernel under QEMU (Tests/Lab/run-all.sh).
+# Exits non-zero if anything failed; the lab never passes by skipping.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/env.sh
+
+bash scripts/setup.sh || exit 1
+
+status=0
+start=$(date +%s)
+echo "== build"
+swift build 2>&1 | grep -v '^\[' ; rc=${PIPESTATUS[0]}
+if [[ $rc -ne 0 ]]; then echo "swift build failed ($rc)"; exit 1; fi
+
+echo "== unit and integration tests (swift test)"
+swift test 2>&1 | tee .build/swift-test.log | grep -v -E '^(◇|↳|􀟈|\[)|^Test (Case|Suite) ' ; rc=${PIPESTATUS[0]}
+if [[ $rc -ne 0 ]]; then
+    echo "swift test failed ($rc); failing expectations (full log: .build/swift-test.log):"
+    grep -E '✘|error:|Fatal error' .build/swift-test.log | head -n 100
+    status=1
+fi
+
+echo "== lab: end-to-end scenarios on a real kernel"
+PASSAGE_BIN="$PWD/.build/debug" bash Tests/Lab/run-all.sh || status=1
+
+echo "== done in $(($(date +%s) - start)) s, status $status"
+exit $status
