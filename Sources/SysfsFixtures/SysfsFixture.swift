@@ -13,7 +13,8 @@ public final class SysfsFixture {
 
     /// Creates an empty tree in a new temporary directory.
     public convenience init(prefix: String = "passage-sysfs") throws {
-        var template = Array((NSTemporaryDirectory() + "/\(prefix).XXXXXX").utf8CString)
+        let tmp = NSTemporaryDirectory().hasSuffix("/") ? NSTemporaryDirectory() : NSTemporaryDirectory() + "/"
+        var template = Array((tmp + "\(prefix).XXXXXX").utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw FixtureError("mkdtemp failed: errno \(errno)")
         }
