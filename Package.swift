@@ -17,8 +17,19 @@ let package = Package(
             pkgConfig: "libpci",
             providers: [.apt(["libpci-dev"])]
         ),
-        // Host PCI model: addresses, devices, IOMMU groups, SR-IOV topology, under a sysfs root.
+        // libnl-3 / libnl-route-3 (rtnetlink VF link settings).
+        .systemLibrary(
+            name: "CNetlink",
+            pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+        ),
+        // C shim: ioctl request numbers and variable-length structs Swift cannot spell.
+        .target(name: "CLinux"),
+        // Host PCI model: addresses, devices, IOMMU groups, SR-IOV topology, under a sysfs root;
+        // driver binding through driver_override.
         .target(name: "HostPCI", dependencies: ["CPCI"]),
+        // VF lifecycle, NVMe secondary-controller provisioning, per-VF link settings over rtnetlink.
+        .target(name: "SRIOV", dependencies: ["HostPCI", "CLinux", "CNetlink"]),
         // Codable wire types shared by the CLI and (later) the daemon.
         .target(
             name: "PassageAPI",
@@ -31,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "passage",
             dependencies: [
-                "HostPCI", "PassageAPI",
+                "HostPCI", "SRIOV", "PassageAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -42,7 +53,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PassageTests",
-            dependencies: ["HostPCI", "PassageAPI", "SysfsFixtures", "passage"]
+            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "SysfsFixtures", "passage"]
         ),
     ],
     swiftLanguageModes: [.v6]

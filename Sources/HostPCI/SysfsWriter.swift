@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How Passage changes sysfs. The real one writes files; tests use a simulated kernel that writes
+/// into a fixture tree and reacts the way the kernel would (binding, unbinding, creating VFs).
+public protocol SysfsWriter: Sendable {
+    /// Writes `value` to the attribute at `path` (a path under the writer's root).
+    /// Throws `HostPCIError` with the errno when the kernel refuses.
+    func write(_ value: String, to path: String) throws(HostPCIError)
+}
+
+/// Writes sysfs attributes with open(2)/write(2), so the kernel's errno reaches the caller.
+///
+/// Guard: when the environment has `PASSAGE_FORBID_HOST_SYSFS_WRITES=1` (the test suite sets it),
+/// any write under the machine's real `/sys` is refused before it happens: tests must never
+/// change the build machine's own devices.
+public struct KernelSysfsWriter: SysfsWriter {
+    public let root: SysfsRoot
+
+    public init(root: SysfsRoot) {
+        self.root = root
+    }
+
+    public static var hostWritesForbidden: Bool {
+        getenv("PASSAGE_FORBID_HOST_SYSFS_WRITES").map { String(cString: $0) == "1" } ?? false
+    }
+
+    public func write(_ value: String, to path: String) throws(HostPCIError) {
+        guard path.hasPrefix(root.path + "/") else {
+            throw HostPCIError(code: .io, message: "refusing to write \(path): it is outside the sysfs root \(root.path)")
+        }
+        if Self.hostWritesForbidden && (root.isSystem || path.hasPrefix("/sys/")) {
+            throw HostPCIError(code: .io, message: "refusing to write \(path): writes to the host's /sys are forbidden here (PASSAGE_FORBID_HOST_SYSFS_WRITES=1)")
+        }
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            throw HostPCIError(code: .io, message: "cannot open \(path) for writing: \(String(cString: strerror(e)))", errno: e)
+        }
+        defer { close(fd) }
+        let bytes = Array(value.utf8)
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard n == bytes.count else {
+            let e = n < 0 ? errno : EIO
+            throw HostPCIError(code: .io, message: "writing \(value.debugDescription) to \(path) failed: \(String(cString: strerror(e)))", errno: e)
+        }
+    }
+}
