@@ -1,0 +1,289 @@
+import HostPCI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Gives the secondary controllers behind an NVMe PF's VFs their queue (VQ) and interrupt (VI)
+/// resources and brings them online, with admin commands on the PF's controller character device.
+/// A VF of an SR-IOV NVMe controller does nothing until this is done.
+///
+/// Around writing `sriov_numvfs`, the VF lifecycle calls:
+/// 1. `prepareForVFs(pf:dryRun:)` before the VFs exist: the primary gives up its flexible resources
+///    (Virtualization Management, primary flexible allocation of 0 VQ and 0 VI), and the PF is reset so
+///    that takes effect. Skipped when the primary already holds none.
+/// 2. `provision(pf:vfIndex:queues:interrupts:dryRun:)` for each VF once it exists: offline its
+///    secondary controller if needed, assign VQ and VI, online.
+///
+/// Both are idempotent and return the changes made (or, with `dryRun`, to be made) as `HostAction`s;
+/// identify commands (reads) are sent in dry runs too. Nothing is changed for a VF bound to a driver.
+public struct NVMeVFProvisioner: Sendable {
+    public let root: SysfsRoot
+    public let writer: any SysfsWriter
+    /// Where the controller character devices live (`/dev`).
+    public var deviceDirectory: String
+    /// How long to wait for the PF's controller to be `live` again after a reset.
+    public var resetTimeout: Double
+    private let openController: @Sendable (String) throws(SRIOVError) -> NVMeController
+
+    /// - Parameters:
+    ///   - root: the sysfs tree the PF is found in.
+    ///   - writer: how the PF's `reset` attribute is written.
+    ///   - openController: opens `/dev/nvmeN`; tests pass a simulated controller.
+    public init(root: SysfsRoot, writer: any SysfsWriter, deviceDirectory: String = "/dev", resetTimeout: Double = 30,
+                openController: @escaping @Sendable (String) throws(SRIOVError) -> NVMeController = { (path: String) throws(SRIOVError) in
+                    try NVMeController(path: path)
+                }) {
+        self.root = root
+        self.writer = writer
+        self.deviceDirectory = deviceDirectory
+        self.resetTimeout = resetTimeout
+        self.openController = openController
+    }
+
+    /// What `passage nvme status` shows: the controller, its primary capabilities, its secondaries.
+    public struct Report: Sendable, Hashable {
+        public var pf: PCIAddress
+        /// `/dev/nvme0`
+        public var controller: String
+        public var identity: NVMeControllerIdentity
+        public var primary: NVMePrimaryControllerCapabilities
+        /// In list order, each with its VF's address where the VF exists.
+        public var secondaries: [NVMeSecondaryController]
+    }
+
+    // MARK: locating the controller
+
+    /// The character device of the controller the nvme driver created for `pf`
+    /// (`ROOT/bus/pci/devices/PF/nvme/nvmeN` → `/dev/nvmeN`).
+    /// Throws when the device does not exist or is not bound to nvme, saying how to fix that.
+    public func controllerPath(pf: PCIAddress) throws(SRIOVError) -> String {
+        let dir = root.devicePath(pf)
+        guard NVMeSysfs.exists(dir) else {
+            throw SRIOVError(code: .notFound, message: "no PCI device \(pf) under \(root.pciDevicesPath); run `passage devices --class 0108` to list NVMe controllers")
+        }
+        let driver = NVMeSysfs.driver(pf, root: root)
+        guard driver == "nvme" else {
+            let now = driver.map { "is bound to \($0)" } ?? "has no driver"
+            throw SRIOVError(code: .invalidArgument, message: "\(pf) \(now), not nvme: NVMe admin commands go through the nvme driver's controller device. "
+                + "Bind it: `modprobe nvme`, then `echo \(pf) > \(root.path)/bus/pci/drivers_probe`"
+                + (driver == nil ? "" : " after `echo \(pf) > \(dir)/driver/unbind`")
+                + " (and clear driver_override if it names another driver)")
+        }
+        guard let name = NVMeSysfs.controllerNames(pf, root: root).first else {
+            throw SRIOVError(code: .nvme, message: "\(pf) is bound to nvme but has no controller under \(dir)/nvme: the driver's probe failed or is still running; see `dmesg | grep nvme`")
+        }
+        return deviceDirectory + "/" + name
+    }
+
+    private func open(_ pf: PCIAddress) throws(SRIOVError) -> (NVMeController, NVMeControllerIdentity, NVMePrimaryControllerCapabilities) {
+        let controller = try openController(try controllerPath(pf: pf))
+        let identity = try controller.identifyController()
+        let caps = try controller.primaryControllerCapabilities(controllerID: identity.controllerID)
+        return (controller, identity, caps)
+    }
+
+    // MARK: reporting
+
+    /// The PF's controller, its flexible resources and its secondary controllers.
+    public func report(pf: PCIAddress) throws(SRIOVError) -> Report {
+        let (controller, identity, caps) = try open(pf)
+        var secondaries = try controller.secondaryControllers()
+        for i in secondaries.indices {
+            if let index = secondaries[i].vfIndex {
+                secondaries[i].vfAddress = NVMeSysfs.vfAddress(pf: pf, index: index, root: root)
+            }
+        }
+        return Report(pf: pf, controller: controller.path, identity: identity, primary: caps, secondaries: secondaries)
+    }
+
+    /// Each secondary controller: state, VQ/VI, VF number and the VF's address where the VF exists.
+    public func status(pf: PCIAddress) throws(SRIOVError) -> [NVMeSecondaryController] {
+        try report(pf: pf).secondaries
+    }
+
+    // MARK: before the VFs exist
+
+    /// Frees the primary controller's flexible resources for the secondaries: primary flexible
+    /// allocation of 0 VQ and 0 VI, then a PF reset (`write "1" > PF/reset`) so it takes effect, then
+    /// waits for the controller to be live and checks the allocation is 0.
+    ///
+    /// Returns no actions when the primary already holds no flexible resources. Refuses while the PF
+    /// has VFs: the reset would take them away.
+    public func prepareForVFs(pf: PCIAddress, dryRun: Bool = false) throws(SRIOVError) -> [HostAction] {
+        let (controller, identity, caps) = try open(pf)
+        let commands = NVMeAdminCommand.Resource.allCases
+            .filter { caps.supports($0) && caps.allocatedToPrimary($0) != 0 }
+            .map { NVMeAdminCommand.virtualizationManagement(action: .primaryFlexibleAllocation, resource: $0,
+                                                              controllerID: identity.controllerID, count: 0) }
+        guard !commands.isEmpty else { return [] }
+
+        let dir = root.devicePath(pf)
+        if let n = NVMeSysfs.read(dir + "/sriov_numvfs").flatMap({ Int($0) }), n > 0 {
+            throw SRIOVError(code: .vfsInUse, message: "\(pf) has \(n) VF\(n == 1 ? "" : "s"); freeing the primary controller's flexible resources "
+                + "needs a PF reset, which would remove them: remove the VFs first (`passage vf remove \(pf)` or `echo 0 > \(dir)/sriov_numvfs`)")
+        }
+        let resetPath = dir + "/reset"
+        guard NVMeSysfs.exists(resetPath) else {
+            throw SRIOVError(code: .notSupported, message: "\(pf) has no reset attribute, so the primary flexible allocation cannot take effect: "
+                + "the kernel knows no reset method for it (see \(dir)/reset_method)")
+        }
+        let name = NVMeSysfs.lastComponent(controller.path)
+        var actions = commands.map { $0.hostAction(device: controller.path) }
+        actions.append(.write(path: resetPath, value: "1"))
+        actions.append(.wait("controller \(name) of \(pf) to be live after the reset"))
+        guard !dryRun else { return actions }
+
+        for c in commands { try controller.execute(c) }
+        do {
+            try writer.write("1", to: resetPath)
+        } catch {
+            throw SRIOVError(code: .io, message: "resetting \(pf) so the primary flexible allocation takes effect failed: \(error.message)", errno: error.errno)
+        }
+        try waitUntilLive(pf: pf, controllerName: name)
+        // The allocation shows in the capabilities only after the reset: read it back.
+        let after = try retrying { () throws(SRIOVError) in try controller.primaryControllerCapabilities(controllerID: identity.controllerID) }
+        for r in NVMeAdminCommand.Resource.allCases where after.supports(r) && after.allocatedToPrimary(r) != 0 {
+            throw SRIOVError(code: .nvme, message: "\(controller.path): the primary still holds \(after.allocatedToPrimary(r)) flexible \(r.abbreviation) resources "
+                + "after the allocation of 0 and a reset of \(pf); the controller did not apply it (try a cold reset: power-cycle or remove and rescan the PF)")
+        }
+        return actions
+    }
+
+    // MARK: after the VFs exist
+
+    /// Gives the secondary controller of VF `vfIndex` (0-based, `virtfnN`) `queues` VQ and
+    /// `interrupts` VI resources and brings it online. The secondary is found by its VF number
+    /// (VFN = index + 1) in the secondary controller list.
+    ///
+    /// No actions when it is already online with exactly these resources. Otherwise: secondary
+    /// offline (if online), secondary assign VQ, secondary assign VI, secondary online.
+    ///
+    /// - Parameters:
+    ///   - queues: VQ resources, admin queue included: at least 2 (admin + 1 I/O queue pair).
+    ///   - interrupts: VI resources (MSI-X vectors): at least 1.
+    public func provision(pf: PCIAddress, vfIndex: Int, queues: Int, interrupts: Int, dryRun: Bool = false) throws(SRIOVError) -> [HostAction] {
+        try Self.validateArguments(pf: pf, vfIndex: vfIndex, queues: queues, interrupts: interrupts)
+        let (controller, _, caps) = try open(pf)
+        let secondaries = try controller.secondaryControllers()
+        guard let sc = secondaries.first(where: { $0.vfNumber == UInt16(vfIndex + 1) }) else {
+            let known = secondaries.compactMap(\.vfIndex).sorted()
+            throw SRIOVError(code: .notFound, message: "\(controller.path) (\(pf)) has no secondary controller for VF index \(vfIndex) (VF number \(vfIndex + 1)); "
+                + (known.isEmpty ? "it lists no secondary controllers with a VF" : "it has them for VF indexes \(known.map(String.init).joined(separator: ", "))"))
+        }
+        if sc.isOnline && Int(sc.queues) == queues && Int(sc.interrupts) == interrupts { return [] }
+
+        try Self.validateResources(caps: caps, secondary: sc, queues: queues, interrupts: interrupts, pf: pf, controller: controller.path)
+
+        guard let vf = NVMeSysfs.vfAddress(pf: pf, index: vfIndex, root: root) else {
+            let n = NVMeSysfs.read(root.devicePath(pf) + "/sriov_numvfs") ?? "?"
+            throw SRIOVError(code: .notFound, message: "VF index \(vfIndex) of \(pf) does not exist (sriov_numvfs is \(n)); a secondary controller "
+                + "can only go online while its VF exists: create the VFs first (`passage vf create \(pf) --count \(vfIndex + 1)`)")
+        }
+        if let driver = NVMeSysfs.driver(vf, root: root) {
+            throw SRIOVError(code: .vfsInUse, message: "VF \(vf) (index \(vfIndex) of \(pf)) is bound to \(driver); its secondary controller \(sc.controllerID) "
+                + "must not change under a driver: unbind it first (`echo \(vf) > \(root.devicePath(vf))/driver/unbind`) and create VFs with "
+                + "sriov_drivers_autoprobe=0 so no driver takes them before they are provisioned")
+        }
+
+        var commands: [NVMeAdminCommand] = []
+        if sc.isOnline {
+            commands.append(.virtualizationManagement(action: .secondaryOffline, controllerID: sc.controllerID))
+        }
+        commands.append(.virtualizationManagement(action: .secondaryAssign, resource: .queue, controllerID: sc.controllerID, count: UInt16(queues)))
+        commands.append(.virtualizationManagement(action: .secondaryAssign, resource: .interrupt, controllerID: sc.controllerID, count: UInt16(interrupts)))
+        commands.append(.virtualizationManagement(action: .secondaryOnline, controllerID: sc.controllerID))
+        let actions = commands.map { $0.hostAction(device: controller.path) }
+        guard !dryRun else { return actions }
+        for c in commands { try controller.execute(c) }
+        return actions
+    }
+
+    /// Checks the arguments alone (before any device is touched).
+    static func validateArguments(pf: PCIAddress, vfIndex: Int, queues: Int, interrupts: Int) throws(SRIOVError) {
+        guard vfIndex >= 0 && vfIndex < Int(UInt16.max) else {
+            throw SRIOVError(code: .invalidArgument, message: "VF index \(vfIndex) of \(pf) is out of range: VF indexes start at 0 (virtfn0)")
+        }
+        guard queues >= 2 else {
+            throw SRIOVError(code: .invalidArgument, message: "\(queues) queue resources for VF \(vfIndex) of \(pf): a secondary controller needs at least 2 "
+                + "(the admin queue and one I/O queue pair)")
+        }
+        guard interrupts >= 1 else {
+            throw SRIOVError(code: .invalidArgument, message: "\(interrupts) interrupt resources for VF \(vfIndex) of \(pf): a secondary controller needs at least 1")
+        }
+        guard queues <= Int(UInt16.max), interrupts <= Int(UInt16.max) else {
+            throw SRIOVError(code: .invalidArgument, message: "\(queues) queues / \(interrupts) interrupts for VF \(vfIndex) of \(pf): NVMe counts resources in 16 bits")
+        }
+    }
+
+    /// Checks a request against the primary's flexible resources: supported types, the
+    /// per-secondary maximum, the preferred granularity, and what is free (counting what this
+    /// secondary holds now, which it gives back when reassigned).
+    static func validateResources(caps: NVMePrimaryControllerCapabilities, secondary sc: NVMeSecondaryController,
+                                  queues: Int, interrupts: Int, pf: PCIAddress, controller: String) throws(SRIOVError) {
+        for r in NVMeAdminCommand.Resource.allCases {
+            let want = r == .queue ? queues : interrupts
+            let what = r == .queue ? "queue (VQ)" : "interrupt (VI)"
+            guard caps.supports(r), caps.flexibleTotal(r) > 0 else {
+                throw SRIOVError(code: .noResources, message: "\(controller) (\(pf)) has no flexible \(what) resources to give secondary controllers "
+                    + "(CRT=0x\(hex(caps.resourceTypes, 2)), total \(caps.flexibleTotal(r))): its VFs cannot be provisioned this way")
+            }
+            let maximum = caps.secondaryMaximum(r)
+            if maximum > 0 && want > maximum {
+                throw SRIOVError(code: .noResources, message: "\(want) \(what) resources for VF \(sc.vfIndex ?? -1) of \(pf): \(controller) allows at most "
+                    + "\(maximum) per secondary controller (\(r.abbreviation)FRSM); ask for \(maximum) or fewer")
+            }
+            let granularity = caps.granularity(r)
+            if granularity > 1 && want % granularity != 0 {
+                throw SRIOVError(code: .invalidArgument, message: "\(want) \(what) resources for VF \(sc.vfIndex ?? -1) of \(pf): \(controller) assigns them "
+                    + "in units of \(granularity) (\(r.abbreviation)GRAN); ask for a multiple of \(granularity)")
+            }
+            let current = Int(r == .queue ? sc.queues : sc.interrupts)
+            let available = caps.free(r) + current
+            if want > available {
+                let primary = caps.allocatedToPrimary(r)
+                let fix = primary > 0
+                    ? "the primary controller still holds \(primary): run `passage nvme prepare \(pf)` before creating VFs (it frees them and resets the PF)"
+                    : "ask for fewer, or take them from other secondary controllers (see `passage nvme status \(pf)`)"
+                throw SRIOVError(code: .noResources, message: "\(want) \(what) resources for VF \(sc.vfIndex ?? -1) of \(pf) (controller \(sc.controllerID)), but only "
+                    + "\(available) of \(caps.flexibleTotal(r)) flexible are available on \(controller) (primary holds \(primary), secondaries \(caps.assignedToSecondaries(r))): \(fix)")
+            }
+        }
+    }
+
+    // MARK: waiting
+
+    /// Polls `PF/nvme/NAME/state` until it reads `live` (a missing attribute counts as live: fixture trees).
+    private func waitUntilLive(pf: PCIAddress, controllerName: String) throws(SRIOVError) {
+        let path = root.devicePath(pf) + "/nvme/" + controllerName + "/state"
+        let deadline = Self.now() + resetTimeout
+        var last = ""
+        while true {
+            guard let state = NVMeSysfs.read(path) else { return }
+            if state == "live" { return }
+            last = state
+            if Self.now() > deadline {
+                throw SRIOVError(code: .timeout, message: "controller \(controllerName) of \(pf) is \(last), not live, \(Int(resetTimeout)) s after the reset; "
+                    + "see `dmesg | grep nvme` (the driver may have given up on it: rebind it to nvme)")
+            }
+            usleep(50_000)
+        }
+    }
+
+    /// Runs `body`, retrying for a short while when the controller is not ready yet (right after a reset).
+    private func retrying<T>(_ body: () throws(SRIOVError) -> T) throws(SRIOVError) -> T {
+        let deadline = Self.now() + min(resetTimeout, 5)
+        while true {
+            do { return try body() } catch {
+                if Self.now() > deadline { throw error }
+                usleep(100_000)
+            }
+        }
+    }
+
+    private static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
