@@ -14,6 +14,12 @@ public struct SRIOVError: Error, Sendable, CustomStringConvertible {
         case noNetDevice = "no-net-device"
         case invalidArgument = "invalid-argument"
         case io = "io-error"
+        /// A PF (or interface) with no VFs, asked to set a VF's link settings.
+        case noVFs = "no-vfs"
+        /// The driver refused an operation it does not implement (EOPNOTSUPP).
+        case notSupported = "not-supported"
+        /// The kernel accepted a change but reading it back shows something else.
+        case readbackMismatch = "readback-mismatch"
     }
 
     public let code: Code
