@@ -12,6 +12,8 @@
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 /* The kernel's VF attribute payloads, as Swift reads and writes them (SRIOV/VFLinkMessage.swift). */
 _Static_assert(sizeof(struct ifinfomsg) == 16, "ifinfomsg");
@@ -77,6 +79,13 @@ static inline const char *passage_nlmsgerr_text(const struct nlmsghdr *nlh) {
         }
     }
     return NULL;
+}
+
+/* Moves the calling thread (only) into the network namespace open at `fd` (`setns(fd, CLONE_NEWNET)`;
+   glibc declares setns only under _GNU_SOURCE, which Swift's Glibc module does not see). Netlink
+   sockets opened afterwards on that thread talk to that namespace. Returns 0 or -errno. */
+static inline int passage_netns_enter(int fd) {
+    return syscall(SYS_setns, fd, 0x40000000 /* CLONE_NEWNET */) == 0 ? 0 : -errno;
 }
 
 #endif
