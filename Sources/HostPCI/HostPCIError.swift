@@ -6,6 +6,13 @@ public struct HostPCIError: Error, Sendable, CustomStringConvertible {
         case deviceNotFound = "device-not-found"
         case sysfsUnavailable = "sysfs-unavailable"
         case io = "io-error"
+        case invalidArgument = "invalid-argument"
+        case driverNotFound = "driver-not-found"
+        case bindFailed = "bind-failed"
+        /// The IOMMU group has members that are not safe to leave with the host.
+        case groupNotViable = "group-not-viable"
+        /// The device carries something the host is using (a mounted file system, an interface with addresses).
+        case deviceInUse = "device-in-use"
     }
 
     public let code: Code

@@ -76,8 +76,8 @@ struct SysfsDirectory: ~Copyable {
     }
 
     /// Reads an attribute as text without its trailing newline.
-    func readString(_ name: String) -> String? {
-        guard let bytes = readBytes(name, limit: 4096) else { return nil }
+    func readString(_ name: String, limit: Int = 4096) -> String? {
+        guard let bytes = readBytes(name, limit: limit) else { return nil }
         var end = bytes.count
         while end > 0 && (bytes[end - 1] == UInt8(ascii: "\n") || bytes[end - 1] == 0) { end -= 1 }
         return String(decoding: bytes[..<end], as: UTF8.self)

@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +13,10 @@ public protocol SysfsWriter: Sendable {
 }
 
 /// Writes sysfs attributes with open(2)/write(2), so the kernel's errno reaches the caller.
+///
+/// Fault injection (tests on the real kernel): `PASSAGE_INJECT_WRITE_FAILURE=N[:ERRNO]` makes the
+/// Nth write of the process fail with ERRNO (default EIO) before it reaches the kernel, so that the
+/// lab can show a failure midway leaves every device as it was.
 ///
 /// Guard: when the environment has `PASSAGE_FORBID_HOST_SYSFS_WRITES=1` (the test suite sets it),
 /// any write under the machine's real `/sys` is refused before it happens: tests must never
@@ -26,12 +32,27 @@ public struct KernelSysfsWriter: SysfsWriter {
         getenv("PASSAGE_FORBID_HOST_SYSFS_WRITES").map { String(cString: $0) == "1" } ?? false
     }
 
+    private static let writeCount = Mutex(0)
+
+    /// The errno to fail this write with, when PASSAGE_INJECT_WRITE_FAILURE names it.
+    static func injectedFailure() -> Int32? {
+        guard let spec = getenv("PASSAGE_INJECT_WRITE_FAILURE").map({ String(cString: $0) }), !spec.isEmpty else { return nil }
+        let parts = spec.split(separator: ":")
+        guard let n = Int(parts[0]) else { return nil }
+        let e = parts.count > 1 ? Int32(parts[1]) ?? EIO : EIO
+        let count = writeCount.withLock { c in c += 1; return c }
+        return count == n ? e : nil
+    }
+
     public func write(_ value: String, to path: String) throws(HostPCIError) {
         guard path.hasPrefix(root.path + "/") else {
             throw HostPCIError(code: .io, message: "refusing to write \(path): it is outside the sysfs root \(root.path)")
         }
         if Self.hostWritesForbidden && (root.isSystem || path.hasPrefix("/sys/")) {
             throw HostPCIError(code: .io, message: "refusing to write \(path): writes to the host's /sys are forbidden here (PASSAGE_FORBID_HOST_SYSFS_WRITES=1)")
+        }
+        if let injected = Self.injectedFailure() {
+            throw HostPCIError(code: .io, message: "writing \(value.debugDescription) to \(path) failed: \(String(cString: strerror(injected))) (injected by PASSAGE_INJECT_WRITE_FAILURE)", errno: injected)
         }
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else {

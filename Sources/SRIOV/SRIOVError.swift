@@ -13,6 +13,7 @@ public struct SRIOVError: Error, Sendable, CustomStringConvertible {
         case netlink = "netlink-error"
         case noNetDevice = "no-net-device"
         case invalidArgument = "invalid-argument"
+        case notFound = "device-not-found"
         case io = "io-error"
         /// A PF (or interface) with no VFs, asked to set a VF's link settings.
         case noVFs = "no-vfs"

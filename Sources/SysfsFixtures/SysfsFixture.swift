@@ -102,6 +102,43 @@ public final class SysfsFixture {
         return dir
     }
 
+    /// Binds (or with nil unbinds) a function: the `driver` link and the driver's link back.
+    public func setDriver(_ a: PCIAddress, _ driver: String?) throws {
+        guard let dir = devicePaths[a] else { throw FixtureError("no device \(a)") }
+        if let old = try? fm.destinationOfSymbolicLink(atPath: dir + "/driver") {
+            let oldName = URL(fileURLWithPath: old).lastPathComponent
+            try? fm.removeItem(atPath: root.path + "/bus/pci/drivers/\(oldName)/\(a)")
+            try? fm.removeItem(atPath: dir + "/driver")
+        }
+        if let driver {
+            let driverDir = root.path + "/bus/pci/drivers/" + driver
+            try fm.createDirectory(atPath: driverDir, withIntermediateDirectories: true)
+            try link(dir + "/driver", to: driverDir)
+            try link(driverDir + "/" + a.description, to: dir)
+        }
+    }
+
+    /// Creates an (empty) driver directory, as loading a module would.
+    public func addDriver(_ name: String) throws {
+        try fm.createDirectory(atPath: root.path + "/bus/pci/drivers/" + name, withIntermediateDirectories: true)
+    }
+
+    /// Removes a function: its directory, bus link, group link and driver link.
+    public func removeDevice(_ a: PCIAddress) {
+        guard let dir = devicePaths[a] else { return }
+        try? setDriver(a, nil)
+        if let g = try? fm.destinationOfSymbolicLink(atPath: dir + "/iommu_group") {
+            let group = URL(fileURLWithPath: g).lastPathComponent
+            try? fm.removeItem(atPath: root.iommuGroupsPath + "/\(group)/devices/\(a)")
+            if (try? fm.contentsOfDirectory(atPath: root.iommuGroupsPath + "/\(group)/devices"))?.isEmpty ?? false {
+                try? fm.removeItem(atPath: root.iommuGroupsPath + "/\(group)")
+            }
+        }
+        try? fm.removeItem(atPath: root.pciDevicesPath + "/" + a.description)
+        try? fm.removeItem(atPath: dir)
+        devicePaths[a] = nil
+    }
+
     /// A relative symlink, as the kernel makes them, from `path` to `target`.
     private func link(_ path: String, to target: String) throws {
         let from = URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.pathComponents

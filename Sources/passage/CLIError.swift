@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HostPCI
 import PassageAPI
+import SRIOV
 
 /// An error the CLI reports, with its exit status.
 ///
@@ -22,10 +23,10 @@ struct CLIError: Error {
 
     init(_ e: HostPCIError) {
         let status: Int32 = switch e.code {
-        case .invalidAddress: 64
+        case .invalidAddress, .invalidArgument: 64
         case .deviceNotFound: 66
         case .sysfsUnavailable: 69
-        case .io: 1
+        case .io, .driverNotFound, .bindFailed, .groupNotViable, .deviceInUse: 1
         }
         self.init(code: e.code.rawValue, message: e.message, exitCode: status)
     }
@@ -40,6 +41,11 @@ func reportingErrors(json: Bool, _ body: () throws -> Void) throws {
         throw ExitCode(e.exitCode)
     } catch let e as HostPCIError {
         let c = CLIError(e)
+        emit(c, json: json)
+        throw ExitCode(c.exitCode)
+    } catch let e as SRIOVError {
+        let c = CLIError(code: e.code.rawValue, message: e.message,
+                         exitCode: e.code == .invalidArgument ? 64 : e.code == .notFound ? 66 : 1)
         emit(c, json: json)
         throw ExitCode(c.exitCode)
     }

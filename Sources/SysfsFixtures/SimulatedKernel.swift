@@ -1,0 +1,170 @@
+import Foundation
+import HostPCI
+
+/// A stand-in for the kernel's sysfs write side, over a fixture tree: writes land in the tree and
+/// the tree changes the way the kernel would change it (bind, unbind, `drivers_probe`,
+/// `sriov_numvfs` creating and removing VFs). It can inject failures and hangs, and records every
+/// write. Unit tests use it for decision logic; the lab runs the same code on the real kernel.
+public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
+    public let fixture: SysfsFixture
+    private let lock = NSLock()
+    /// Every successful write, in order: (path relative to the root, value).
+    public private(set) var writes: [(path: String, value: String)] = []
+    /// The driver `drivers_probe` picks for a function with no `driver_override`.
+    public var naturalDrivers: [PCIAddress: String] = [:]
+    /// Drivers whose probe fails for these functions (bind then returns ENODEV / leaves it unbound).
+    public var probeFailures: [String: Set<PCIAddress>] = [:]
+    /// VF templates by PF: what `sriov_numvfs` creates.
+    public var vfTemplates: [PCIAddress: @Sendable (Int) -> FixtureDevice] = [:]
+    private var faults: [(match: (String, String) -> Bool, errno: Int32, hang: Double)] = []
+
+    public init(fixture: SysfsFixture) {
+        self.fixture = fixture
+    }
+
+    /// Forgets the recorded writes (after setting a fixture up through the kernel).
+    public func writesReset() { lock.withLock { writes.removeAll() } }
+
+    /// The next write whose path ends with `suffix` (and, if given, whose value is `value`) fails with `errno`.
+    public func failNextWrite(pathSuffix suffix: String, value: String? = nil, errno: Int32) {
+        lock.withLock { faults.append(({ p, v in p.hasSuffix(suffix) && (value == nil || v == value) }, errno, 0)) }
+    }
+
+    /// The next write whose path ends with `suffix` blocks for `seconds`, then succeeds.
+    public func hangNextWrite(pathSuffix suffix: String, seconds: Double) {
+        lock.withLock { faults.append(({ p, _ in p.hasSuffix(suffix) }, 0, seconds)) }
+    }
+
+    public func write(_ value: String, to path: String) throws(HostPCIError) {
+        let root = fixture.root.path
+        guard path.hasPrefix(root + "/") else {
+            throw HostPCIError(code: .io, message: "simulated kernel: \(path) is outside \(root)")
+        }
+        let rel = String(path.dropFirst(root.count + 1))
+        let v = value.hasSuffix("\n") ? String(value.dropLast()) : value
+        var hang = 0.0
+        var injected: Int32 = 0
+        lock.withLock {
+            if let i = faults.firstIndex(where: { $0.match(rel, v) }) {
+                injected = faults[i].errno
+                hang = faults[i].hang
+                faults.remove(at: i)
+            }
+        }
+        if hang > 0 { Thread.sleep(forTimeInterval: hang) }
+        if injected != 0 { throw Self.error(injected, path, v) }
+        let e: Int32 = lock.withLock { apply(rel, v) }
+        if e != 0 { throw Self.error(e, path, v) }
+        lock.withLock { writes.append((rel, v)) }
+    }
+
+    static func error(_ e: Int32, _ path: String, _ v: String) -> HostPCIError {
+        HostPCIError(code: .io, message: "writing \(v.debugDescription) to \(path) failed: \(String(cString: strerror(e)))", errno: e)
+    }
+
+    // MARK: the kernel's reactions (called with the lock held); return an errno or 0
+
+    private func apply(_ rel: String, _ v: String) -> Int32 {
+        let parts = rel.split(separator: "/").map(String.init)
+        if rel == "bus/pci/drivers_probe" {
+            guard let a = PCIAddress.fromSysfsName(v), fixture.devicePath(a) != nil else { return ENODEV }
+            if driver(of: a) == nil {
+                let want = override(of: a) ?? naturalDrivers[a]
+                if let want, driverExists(want), !(probeFailures[want]?.contains(a) ?? false) { bind(a, want) }
+            }
+            return 0
+        }
+        if parts.count == 5, parts[0] == "bus", parts[1] == "pci", parts[2] == "drivers" {
+            let driver = parts[3]
+            guard driverExists(driver) else { return ENOENT }
+            guard let a = PCIAddress.fromSysfsName(v), fixture.devicePath(a) != nil else { return ENODEV }
+            switch parts[4] {
+            case "unbind":
+                guard self.driver(of: a) == driver else { return ENODEV }
+                unbind(a)
+                return 0
+            case "bind":
+                if self.driver(of: a) != nil { return EBUSY }
+                if let o = override(of: a), o != driver { return ENODEV }
+                if probeFailures[driver]?.contains(a) ?? false { return ENODEV }
+                bind(a, driver)
+                return 0
+            default: return EACCES
+            }
+        }
+        // A device attribute: bus/pci/devices/ADDR/NAME
+        guard parts.count == 5, parts[0] == "bus", parts[1] == "pci", parts[2] == "devices",
+              let a = PCIAddress.fromSysfsName(parts[3]), let dir = fixture.devicePath(a) else { return ENOENT }
+        let attr = parts[4]
+        switch attr {
+        case "driver_override":
+            writeFile(dir + "/driver_override", (v.isEmpty ? "(null)" : v) + "\n")
+        case "sriov_drivers_autoprobe":
+            guard v == "0" || v == "1" else { return EINVAL }
+            writeFile(dir + "/sriov_drivers_autoprobe", v + "\n")
+        case "sriov_numvfs":
+            return setNumVFs(a, dir: dir, v)
+        case "reset", "remove", "rescan":
+            break
+        default:
+            return EACCES
+        }
+        return 0
+    }
+
+    private func setNumVFs(_ pf: PCIAddress, dir: String, _ v: String) -> Int32 {
+        guard let n = Int(v), n >= 0 else { return EINVAL }
+        let total = Int(readFile(dir + "/sriov_totalvfs") ?? "") ?? 0
+        let current = Int(readFile(dir + "/sriov_numvfs") ?? "") ?? 0
+        guard n <= total else { return ERANGE }
+        if n == current { return 0 }
+        if n != 0 && current != 0 { return EBUSY }
+        if n == 0 {
+            for i in 0..<current {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/virtfn\(i)"),
+                      let vf = PCIAddress.fromSysfsName(URL(fileURLWithPath: target).lastPathComponent) else { continue }
+                if driver(of: vf) != nil { unbind(vf) }
+                fixture.removeDevice(vf)
+                try? FileManager.default.removeItem(atPath: dir + "/virtfn\(i)")
+            }
+        } else {
+            guard let template = vfTemplates[pf] else { return EIO }
+            let autoprobe = readFile(dir + "/sriov_drivers_autoprobe") != "0"
+            for i in 0..<n {
+                var vf = template(i)
+                vf.physfn = pf
+                vf.vfIndex = i
+                vf.driver = nil
+                guard (try? fixture.add(vf)) != nil else { return EIO }
+                if autoprobe, let natural = naturalDrivers[vf.address], driverExists(natural) { bind(vf.address, natural) }
+            }
+        }
+        writeFile(dir + "/sriov_numvfs", "\(n)\n")
+        return 0
+    }
+
+    private func driverExists(_ d: String) -> Bool {
+        FileManager.default.fileExists(atPath: fixture.root.path + "/bus/pci/drivers/" + d)
+    }
+
+    private func driver(of a: PCIAddress) -> String? {
+        guard let dir = fixture.devicePath(a), let t = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/driver") else { return nil }
+        return URL(fileURLWithPath: t).lastPathComponent
+    }
+
+    private func override(of a: PCIAddress) -> String? {
+        guard let dir = fixture.devicePath(a), let o = readFile(dir + "/driver_override"), !o.isEmpty, o != "(null)" else { return nil }
+        return o
+    }
+
+    private func bind(_ a: PCIAddress, _ driver: String) { try? fixture.setDriver(a, driver) }
+    private func unbind(_ a: PCIAddress) { try? fixture.setDriver(a, nil) }
+
+    private func readFile(_ path: String) -> String? {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    private func writeFile(_ path: String, _ text: String) {
+        try? Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import HostPCI
+import PassageAPI
+
+struct Bind: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bind",
+        abstract: "Bind a device to a driver (vfio-pci for passthrough) through driver_override.",
+        discussion: """
+            To vfio-pci, a device's IOMMU group must be viable: every other member unbound, on vfio-pci, \
+            on pci-stub, or a bridge. --group binds the whole group (bridges stay). Devices the host uses \
+            (a mounted file system, an interface with addresses) are refused without --force. A failure \
+            midway puts every device back as it was.
+            """
+    )
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var sysfs: SysfsOptions
+
+    @Argument(help: ArgumentHelp("PCI address of the device.", valueName: "ADDRESS"))
+    var address: String
+
+    @Option(name: .long, help: ArgumentHelp("Driver to bind to.", valueName: "NAME"))
+    var driver: String = "vfio-pci"
+
+    @Flag(name: .long, help: "Bind every function in the device's IOMMU group.")
+    var group = false
+
+    @Flag(name: .long, help: "Bind even if the host is using the device.")
+    var force = false
+
+    @Flag(name: .long, help: "Print the sysfs writes without making them.")
+    var dryRun = false
+
+    func run() throws {
+        try reportingErrors(json: output.json) {
+            let a = try parseAddress(address)
+            let binder = PassthroughBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
+            let changes = try binder.bind(a, driver: driver, wholeGroup: group, force: force, dryRun: dryRun)
+            try printBindResult(changes, dryRun: dryRun, json: output.json, binder: binder.binder)
+        }
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Give a device back to a host driver and clear its driver_override.",
+        discussion: "Without --driver the kernel picks the driver that matches the device (drivers_probe); --driver none leaves it unbound."
+    )
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var sysfs: SysfsOptions
+
+    @Argument(help: ArgumentHelp("PCI address of the device.", valueName: "ADDRESS"))
+    var address: String
+
+    @Option(name: .long, help: ArgumentHelp("Driver to restore to, or 'none'.", valueName: "NAME"))
+    var driver: String?
+
+    @Flag(name: .long, help: "Print the sysfs writes without making them.")
+    var dryRun = false
+
+    func run() throws {
+        try reportingErrors(json: output.json) {
+            let a = try parseAddress(address)
+            let binder = DriverBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
+            let change: DriverBinder.Change
+            switch driver {
+            case nil: change = try binder.reprobe(a, dryRun: dryRun)
+            case "none": change = try binder.restore(a, to: nil, dryRun: dryRun)
+            case let d?: change = try binder.restore(a, to: d, dryRun: dryRun)
+            }
+            try printBindResult([change], dryRun: dryRun, json: output.json, binder: binder)
+        }
+    }
+}
+
+func printBindResult(_ changes: [DriverBinder.Change], dryRun: Bool, json: Bool, binder: DriverBinder) throws {
+    let info = BindResultInfo(dryRun: dryRun, devices: changes.map { c in
+        .init(address: c.address.description, previousDriver: c.previousDriver, previousOverride: c.previousOverride,
+              driver: dryRun ? c.newDriver : binder.currentDriver(c.address), changed: c.changed, actions: c.actions.map(\.description))
+    })
+    if json { try printJSON(info); return }
+    var out = ""
+    for d in info.devices {
+        if !d.changed {
+            out += "\(d.address): already on \(d.driver ?? "no driver"), nothing to do\n"
+        } else if dryRun {
+            out += "\(d.address): would move from \(d.previousDriver ?? "no driver") to \(d.driver ?? "no driver"):\n"
+            out += d.actions.map { "  \($0)\n" }.joined()
+        } else {
+            out += "\(d.address): \(d.previousDriver ?? "no driver") → \(d.driver ?? "no driver")\n"
+        }
+    }
+    writeStdout(out)
+}
