@@ -118,7 +118,7 @@ struct VFLinks: ParsableCommand {
             let address = client.pciAddress(ofInterface: link.name)
             if output.json {
                 try printJSON(VFLinksResult(interface: link.name, pf: address?.description,
-                                            driver: client.driver(ofInterface: link.name), numVFs: link.numVFs ?? 0, vfs: link.vfs))
+                                            driver: client.driver(ofInterface: link.name), numVFs: link.numVFs, vfs: link.vfs))
                 return
             }
             let name = link.name + (address.map { " (PF \($0))" } ?? "")
@@ -195,7 +195,8 @@ struct VFLinksResult: Encodable {
     var interface: String
     var pf: String?
     var driver: String?
-    var numVFs: Int
+    /// `IFLA_NUM_VF`; null when the kernel sends none (an interface with no PCI function behind it).
+    var numVFs: Int?
     var vfs: [VFLinkInfo]
 
     enum CodingKeys: String, CodingKey { case interface, pf, driver, numVFs, vfs }
