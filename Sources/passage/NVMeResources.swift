@@ -13,7 +13,20 @@ struct NVMeResources: VFResourceProvisioner {
     }
 
     func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction] {
-        try provisioner.provision(pf: pf, vfIndex: vfIndex, queues: queues, interrupts: interrupts, dryRun: dryRun)
+        let exists = (try? VFManager(root: provisioner.root, writer: provisioner.writer).physicalFunction(pf).sriov.numVFs)
+            .map { $0 > vfIndex } ?? false
+        if dryRun && !exists {
+            // A dry run ahead of the VF's creation: its secondary controller cannot be looked up yet,
+            // so describe the three commands provisioning will send for it.
+            let controller = (try? provisioner.controllerPath(pf: pf)) ?? "the controller of \(pf)"
+            let who = "the secondary controller of VF \(vfIndex) (VF number \(vfIndex + 1))"
+            return [
+                .ioctl(device: controller, request: "NVME_IOCTL_ADMIN_CMD", detail: "Virtualization Management: secondary assign \(queues) VQ to \(who)"),
+                .ioctl(device: controller, request: "NVME_IOCTL_ADMIN_CMD", detail: "Virtualization Management: secondary assign \(interrupts) VI to \(who)"),
+                .ioctl(device: controller, request: "NVME_IOCTL_ADMIN_CMD", detail: "Virtualization Management: secondary online \(who)"),
+            ]
+        }
+        return try provisioner.provision(pf: pf, vfIndex: vfIndex, queues: queues, interrupts: interrupts, dryRun: dryRun)
     }
 }
 
