@@ -159,6 +159,10 @@ public struct NVMeVFProvisioner: Sendable {
     /// No actions when it is already online with exactly these resources. Otherwise: secondary
     /// offline (if online), secondary assign VQ, secondary assign VI, secondary online.
     ///
+    /// The VF must exist and have no driver. In a dry run the VF may not exist yet (a plan that
+    /// creates it first): the commands are still listed, checked against the controller's fixed
+    /// limits but not against what is free now.
+    ///
     /// - Parameters:
     ///   - queues: VQ resources, admin queue included: at least 2 (admin + 1 I/O queue pair).
     ///   - interrupts: VI resources (MSI-X vectors): at least 1.
@@ -173,17 +177,22 @@ public struct NVMeVFProvisioner: Sendable {
         }
         if sc.isOnline && Int(sc.queues) == queues && Int(sc.interrupts) == interrupts { return [] }
 
-        try Self.validateResources(caps: caps, secondary: sc, queues: queues, interrupts: interrupts, pf: pf, controller: controller.path)
-
-        guard let vf = NVMeSysfs.vfAddress(pf: pf, index: vfIndex, root: root) else {
+        let vf = NVMeSysfs.vfAddress(pf: pf, index: vfIndex, root: root)
+        // A dry run ahead of the VFs' creation (`vf create --dry-run`): the plan prepares the PF and
+        // creates the VF first, which changes what is free, so only the fixed limits are checked.
+        let planned = dryRun && vf == nil
+        try Self.validateResources(caps: caps, secondary: sc, queues: queues, interrupts: interrupts, pf: pf,
+                                   controller: controller.path, checkFree: !planned)
+        if let vf {
+            if let driver = NVMeSysfs.driver(vf, root: root) {
+                throw SRIOVError(code: .vfsInUse, message: "VF \(vf) (index \(vfIndex) of \(pf)) is bound to \(driver); its secondary controller \(sc.controllerID) "
+                    + "must not change under a driver: unbind it first (`echo \(vf) > \(root.devicePath(vf))/driver/unbind`) and create VFs with "
+                    + "sriov_drivers_autoprobe=0 so no driver takes them before they are provisioned")
+            }
+        } else if !dryRun {
             let n = NVMeSysfs.read(root.devicePath(pf) + "/sriov_numvfs") ?? "?"
             throw SRIOVError(code: .notFound, message: "VF index \(vfIndex) of \(pf) does not exist (sriov_numvfs is \(n)); a secondary controller "
                 + "can only go online while its VF exists: create the VFs first (`passage vf create \(pf) --count \(vfIndex + 1)`)")
-        }
-        if let driver = NVMeSysfs.driver(vf, root: root) {
-            throw SRIOVError(code: .vfsInUse, message: "VF \(vf) (index \(vfIndex) of \(pf)) is bound to \(driver); its secondary controller \(sc.controllerID) "
-                + "must not change under a driver: unbind it first (`echo \(vf) > \(root.devicePath(vf))/driver/unbind`) and create VFs with "
-                + "sriov_drivers_autoprobe=0 so no driver takes them before they are provisioned")
         }
 
         var commands: [NVMeAdminCommand] = []
@@ -195,7 +204,16 @@ public struct NVMeVFProvisioner: Sendable {
         commands.append(.virtualizationManagement(action: .secondaryOnline, controllerID: sc.controllerID))
         let actions = commands.map { $0.hostAction(device: controller.path) }
         guard !dryRun else { return actions }
-        for c in commands { try controller.execute(c) }
+        for (i, c) in commands.enumerated() {
+            do {
+                try controller.execute(c)
+            } catch where i > 0 {
+                // Steps already done cannot be undone usefully (an online controller with the old resources
+                // was offlined); say where it stands so the caller can retry.
+                throw SRIOVError(code: error.code, message: error.message + "; secondary controller \(sc.controllerID) of VF \(vfIndex) "
+                    + "is left offline (its VF is unusable until provisioning succeeds: run it again)", errno: error.errno)
+            }
+        }
         return actions
     }
 
@@ -220,7 +238,8 @@ public struct NVMeVFProvisioner: Sendable {
     /// per-secondary maximum, the preferred granularity, and what is free (counting what this
     /// secondary holds now, which it gives back when reassigned).
     static func validateResources(caps: NVMePrimaryControllerCapabilities, secondary sc: NVMeSecondaryController,
-                                  queues: Int, interrupts: Int, pf: PCIAddress, controller: String) throws(SRIOVError) {
+                                  queues: Int, interrupts: Int, pf: PCIAddress, controller: String,
+                                  checkFree: Bool = true) throws(SRIOVError) {
         for r in NVMeAdminCommand.Resource.allCases {
             let want = r == .queue ? queues : interrupts
             let what = r == .queue ? "queue (VQ)" : "interrupt (VI)"
@@ -238,6 +257,7 @@ public struct NVMeVFProvisioner: Sendable {
                 throw SRIOVError(code: .invalidArgument, message: "\(want) \(what) resources for VF \(sc.vfIndex ?? -1) of \(pf): \(controller) assigns them "
                     + "in units of \(granularity) (\(r.abbreviation)GRAN); ask for a multiple of \(granularity)")
             }
+            guard checkFree else { continue }
             let current = Int(r == .queue ? sc.queues : sc.interrupts)
             let available = caps.free(r) + current
             if want > available {
