@@ -12,6 +12,8 @@ packages=(
     pci.ids pciutils
     # the lab: an emulated IOMMU + SR-IOV NVMe host under QEMU, running Debian's kernel
     qemu-system-x86 linux-image-amd64 busybox-static cpio nvme-cli jq kmod
+    # the peer the binding benchmark compares against
+    driverctl
 )
 
 missing=()

@@ -17,8 +17,8 @@ struct Bind: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
 
-    @Argument(help: ArgumentHelp("PCI address of the device.", valueName: "ADDRESS"))
-    var address: String
+    @Argument(help: ArgumentHelp("PCI addresses of the devices.", valueName: "ADDRESS"))
+    var addresses: [String]
 
     @Option(name: .long, help: ArgumentHelp("Driver to bind to.", valueName: "NAME"))
     var driver: String = "vfio-pci"
@@ -34,9 +34,25 @@ struct Bind: ParsableCommand {
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let a = try parseAddress(address)
+            let list = try addresses.map { (s) throws(CLIError) in try parseAddress(s) }
+            guard !list.isEmpty else { throw CLIError.usage("name at least one device address") }
             let binder = PassthroughBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
-            let changes = try binder.bind(a, driver: driver, wholeGroup: group, force: force, dryRun: dryRun)
+            // All or nothing across the devices named, as within one group.
+            var changes: [DriverBinder.Change] = []
+            do {
+                for a in list where !changes.contains(where: { $0.address == a }) {
+                    changes += try binder.bind(a, driver: driver, wholeGroup: group, force: force, dryRun: dryRun)
+                }
+            } catch {
+                guard !dryRun else { throw error }
+                var undone: [String] = []
+                for c in changes.reversed() where c.changed {
+                    binder.binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride)
+                    undone.append(c.address.description)
+                }
+                if undone.isEmpty { throw error }
+                throw HostPCIError(code: error.code, message: error.message + "; \(undone.joined(separator: ", ")) (bound earlier in this command) put back too", errno: error.errno)
+            }
             try printBindResult(changes, dryRun: dryRun, json: output.json, binder: binder.binder)
         }
     }
@@ -52,8 +68,8 @@ struct Restore: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
 
-    @Argument(help: ArgumentHelp("PCI address of the device.", valueName: "ADDRESS"))
-    var address: String
+    @Argument(help: ArgumentHelp("PCI addresses of the devices.", valueName: "ADDRESS"))
+    var addresses: [String]
 
     @Option(name: .long, help: ArgumentHelp("Driver to restore to, or 'none'.", valueName: "NAME"))
     var driver: String?
@@ -63,15 +79,18 @@ struct Restore: ParsableCommand {
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let a = try parseAddress(address)
+            let list = try addresses.map { (s) throws(CLIError) in try parseAddress(s) }
+            guard !list.isEmpty else { throw CLIError.usage("name at least one device address") }
             let binder = DriverBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
-            let change: DriverBinder.Change
-            switch driver {
-            case nil: change = try binder.reprobe(a, dryRun: dryRun)
-            case "none": change = try binder.restore(a, to: nil, dryRun: dryRun)
-            case let d?: change = try binder.restore(a, to: d, dryRun: dryRun)
+            var changes: [DriverBinder.Change] = []
+            for a in list {
+                switch driver {
+                case nil: changes.append(try binder.reprobe(a, dryRun: dryRun))
+                case "none": changes.append(try binder.restore(a, to: nil, dryRun: dryRun))
+                case let d?: changes.append(try binder.restore(a, to: d, dryRun: dryRun))
+                }
             }
-            try printBindResult([change], dryRun: dryRun, json: output.json, binder: binder)
+            try printBindResult(changes, dryRun: dryRun, json: output.json, binder: binder)
         }
     }
 }
