@@ -39,7 +39,7 @@ struct Bind: ParsableCommand {
             let binder = PassthroughBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
             // All or nothing across the devices named, as within one group.
             var changes: [DriverBinder.Change] = []
-            do {
+            do throws(HostPCIError) {
                 for a in list where !changes.contains(where: { $0.address == a }) {
                     changes += try binder.bind(a, driver: driver, wholeGroup: group, force: force, dryRun: dryRun)
                 }
