@@ -11,6 +11,9 @@
 #   LAB-TIMING prepare_seconds=… provision_seconds=… (passage wall time, both VFs)
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
+# scripts/test.sh sets this for `swift test` and lab.sh passes PASSAGE_* through; in L1 the /sys is
+# the lab VM's own, and writing it is the point.
+unset PASSAGE_FORBID_HOST_SYSFS_WRITES
 
 bin=$PASSAGE_BIN/passage
 pf=0000:01:00.0
@@ -142,13 +145,13 @@ lab_check "nvme binds VF 0 ($vf0)" lab_wait_for 10 lab_driver_is "$vf0" nvme
 # first_name GLOB…: the name of the first existing path among the (already expanded) arguments.
 first_name() { local f; for f in "$@"; do [[ -e $f ]] && { echo "${f##*/}"; return 0; }; done; return 1; }
 vf_ctrl() { first_name "$LAB_PCI/$vf0"/nvme/nvme*; }
-lab_wait_for 20 vf_ctrl
+lab_wait_for 20 vf_ctrl >/dev/null
 vctrl=$(vf_ctrl)
 lab_check "VF 0 has an nvme controller ($vctrl)" test -n "$vctrl"
 if [[ -n $vctrl ]]; then
     lab_check "VF 0's controller $vctrl is live" lab_nvme_live "/dev/$vctrl" 20
     vf_ns() { first_name "$LAB_PCI/$vf0/nvme/$vctrl"/nvme*n[0-9]*; }
-    lab_wait_for 20 vf_ns
+    lab_wait_for 20 vf_ns >/dev/null
     blk=$(vf_ns)
     lab_log "VF 0: controller $vctrl, namespace $blk"
     lab_check "VF 0's namespace has a block device (/dev/$blk)" lab_wait_for 10 test -b "/dev/$blk"
