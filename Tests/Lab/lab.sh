@@ -63,9 +63,10 @@ write_env() {
         printf 'export PASSAGE_BIN=%q\n' "${PASSAGE_BIN:-$LAB_REPO/.build/debug}"
         printf 'export PATH=%q\n' /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
         printf 'export HOME=/tmp LANG=C.UTF-8 TERM=%q\n' "${TERM:-linux}"
-        # Pass through PASSAGE_* and LAB_ARG_* from the caller.
+        # Pass through PASSAGE_* and LAB_ARG_* from the caller; not the host-sysfs write guard
+        # (inside L1 the lab's own sysfs is what scenarios are there to change).
         while IFS='=' read -r v _; do
-            [[ $v == PASSAGE_BIN ]] && continue
+            [[ $v == PASSAGE_BIN || $v == PASSAGE_FORBID_HOST_SYSFS_WRITES ]] && continue
             printf 'export %s=%q\n' "$v" "${!v}"
         done < <(env | grep -E '^(PASSAGE_[A-Za-z0-9_]*|LAB_ARG_[A-Za-z0-9_]*)=' || true)
     } >"$f"
