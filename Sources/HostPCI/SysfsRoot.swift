@@ -179,3 +179,28 @@ func lastComponent(_ path: [UInt8]) -> ArraySlice<UInt8> {
     if let slash = path.lastIndex(of: UInt8(ascii: "/")) { return path[(slash + 1)...] }
     return path[...]
 }
+
+/// Read helpers by full path, for modules above HostPCI that read a few sysfs attributes of their
+/// own (paths still built from a root and canonical names: `devicePath(_:)` and friends).
+extension SysfsRoot {
+    /// An attribute's text without its trailing newline, or nil when it cannot be read.
+    public static func readAttribute(_ path: String) -> String? {
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return SysfsDirectory(parentOf: path)?.readString(String(path[path.index(after: slash)...]))
+    }
+
+    /// The last component of a symbolic link's target (`…/driver` → `nvme`), or nil.
+    public static func linkName(_ path: String) -> String? {
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return SysfsDirectory(parentOf: path)?.readLinkName(String(path[path.index(after: slash)...]))
+    }
+
+    /// Names in a directory, without `.` and `..`; empty when it does not exist.
+    public static func entries(_ path: String) -> [String] {
+        SysfsDirectory(path)?.entries() ?? []
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        access(path, F_OK) == 0
+    }
+}

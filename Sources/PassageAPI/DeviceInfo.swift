@@ -67,41 +67,6 @@ public struct DeviceInfo: Codable, Sendable, Hashable {
         self.capabilities = capabilities
         self.resetMethods = resetMethods
     }
-
-    enum CodingKeys: String, CodingKey {
-        case address, vendorId, deviceId, subsystemVendorId, subsystemDeviceId, classCode, revision
-        case vendorName, deviceName, subsystemName, className, driver, driverOverride, iommuGroup, numaNode
-        case physfn, vfIndex, sriov, isBridge, upstream, bars, romSize, capabilities, resetMethods
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        // Explicit encode (not encodeIfPresent) so that unknown facts appear as null.
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(address, forKey: .address)
-        try c.encode(vendorId, forKey: .vendorId)
-        try c.encode(deviceId, forKey: .deviceId)
-        try c.encode(subsystemVendorId, forKey: .subsystemVendorId)
-        try c.encode(subsystemDeviceId, forKey: .subsystemDeviceId)
-        try c.encode(classCode, forKey: .classCode)
-        try c.encode(revision, forKey: .revision)
-        try c.encode(vendorName, forKey: .vendorName)
-        try c.encode(deviceName, forKey: .deviceName)
-        try c.encode(subsystemName, forKey: .subsystemName)
-        try c.encode(className, forKey: .className)
-        try c.encode(driver, forKey: .driver)
-        try c.encode(driverOverride, forKey: .driverOverride)
-        try c.encode(iommuGroup, forKey: .iommuGroup)
-        try c.encode(numaNode, forKey: .numaNode)
-        try c.encode(physfn, forKey: .physfn)
-        try c.encode(vfIndex, forKey: .vfIndex)
-        try c.encode(sriov, forKey: .sriov)
-        try c.encode(isBridge, forKey: .isBridge)
-        try c.encode(upstream, forKey: .upstream)
-        try c.encode(bars, forKey: .bars)
-        try c.encode(romSize, forKey: .romSize)
-        try c.encode(capabilities, forKey: .capabilities)
-        try c.encode(resetMethods, forKey: .resetMethods)
-    }
 }
 
 public struct SRIOVInfo: Codable, Sendable, Hashable {
@@ -126,22 +91,6 @@ public struct SRIOVInfo: Codable, Sendable, Hashable {
         self.vfDeviceId = vfDeviceId
         self.vfs = vfs
         self.vfBars = vfBars
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case totalVFs, numVFs, driversAutoprobe, vfOffset, vfStride, vfDeviceId, vfs, vfBars
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(totalVFs, forKey: .totalVFs)
-        try c.encode(numVFs, forKey: .numVFs)
-        try c.encode(driversAutoprobe, forKey: .driversAutoprobe)
-        try c.encode(vfOffset, forKey: .vfOffset)
-        try c.encode(vfStride, forKey: .vfStride)
-        try c.encode(vfDeviceId, forKey: .vfDeviceId)
-        try c.encode(vfs, forKey: .vfs)
-        try c.encode(vfBars, forKey: .vfBars)
     }
 }
 
@@ -252,19 +201,6 @@ public struct CapabilitiesInfo: Codable, Sendable, Hashable {
         self.ari = ari
         self.list = list
     }
-
-    enum CodingKeys: String, CodingKey { case msi, msix, pcie, sriov, acs, ari, list }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(msi, forKey: .msi)
-        try c.encode(msix, forKey: .msix)
-        try c.encode(pcie, forKey: .pcie)
-        try c.encode(sriov, forKey: .sriov)
-        try c.encode(acs, forKey: .acs)
-        try c.encode(ari, forKey: .ari)
-        try c.encode(list, forKey: .list)
-    }
 }
 
 /// An IOMMU group as `passage groups --json` shows it.
@@ -278,13 +214,6 @@ public struct IOMMUGroupInfo: Codable, Sendable, Hashable {
             self.driver = driver
             self.isBridge = isBridge
         }
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(address, forKey: .address)
-            try c.encode(driver, forKey: .driver)
-            try c.encode(isBridge, forKey: .isBridge)
-        }
-        enum CodingKeys: String, CodingKey { case address, driver, isBridge }
     }
 
     public var group: Int

@@ -19,17 +19,6 @@ public struct BindResultInfo: Codable, Sendable, Hashable {
             self.changed = changed
             self.actions = actions
         }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(address, forKey: .address)
-            try c.encode(previousDriver, forKey: .previousDriver)
-            try c.encode(previousOverride, forKey: .previousOverride)
-            try c.encode(driver, forKey: .driver)
-            try c.encode(changed, forKey: .changed)
-            try c.encode(actions, forKey: .actions)
-        }
-        enum CodingKeys: String, CodingKey { case address, previousDriver, previousOverride, driver, changed, actions }
     }
 
     public var dryRun: Bool
@@ -57,16 +46,6 @@ public struct VFOperationInfo: Codable, Sendable, Hashable {
             self.iommuGroup = iommuGroup
             self.actions = actions
         }
-
-        public func encode(to encoder: any Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(index, forKey: .index)
-            try c.encode(address, forKey: .address)
-            try c.encode(driver, forKey: .driver)
-            try c.encode(iommuGroup, forKey: .iommuGroup)
-            try c.encode(actions, forKey: .actions)
-        }
-        enum CodingKeys: String, CodingKey { case index, address, driver, iommuGroup, actions }
     }
 
     public var pf: String
