@@ -34,8 +34,7 @@ struct Bind: ParsableCommand {
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let list = try addresses.map { (s) throws(CLIError) in try parseAddress(s) }
-            guard !list.isEmpty else { throw CLIError.usage("name at least one device address") }
+            let list = try parseAddresses(addresses)
             let binder = PassthroughBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
             // All or nothing across the devices named, as within one group.
             var changes: [DriverBinder.Change] = []
@@ -79,8 +78,7 @@ struct Restore: ParsableCommand {
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let list = try addresses.map { (s) throws(CLIError) in try parseAddress(s) }
-            guard !list.isEmpty else { throw CLIError.usage("name at least one device address") }
+            let list = try parseAddresses(addresses)
             let binder = DriverBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
             var changes: [DriverBinder.Change] = []
             for a in list {

@@ -61,6 +61,12 @@ private func emit(_ e: CLIError, json: Bool) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
+/// Parses the addresses a command was given; at least one.
+func parseAddresses(_ texts: [String]) throws(CLIError) -> [PCIAddress] {
+    guard !texts.isEmpty else { throw CLIError.usage("name at least one device address") }
+    return try texts.map { (s) throws(CLIError) in try parseAddress(s) }
+}
+
 /// Parses a user-typed address for a command argument.
 func parseAddress(_ text: String) throws(CLIError) -> PCIAddress {
     do { return try PCIAddress(parsing: text) } catch { throw CLIError(error) }
