@@ -6,9 +6,13 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "passage", targets: ["passage"]),
+        .executable(name: "passaged", targets: ["passaged"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // libpci (pciutils): names from pci.ids and capability walking.
@@ -37,6 +41,29 @@ let package = Package(
             // every byte appended cost a third of its time. Accesses there are single-threaded and nested-free.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
+        // SQLite, for the daemon's durable state.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The daemon's services: HTTP API on a Unix socket, store, claims, reconciliation.
+        .target(
+            name: "PassageDaemon",
+            dependencies: [
+                "HostPCI", "SRIOV", "PassageAPI", "CSQLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "passaged",
+            dependencies: [
+                "PassageDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Writes sysfs-shaped fixture trees; used by tests and benchmarks, never shipped.
         .target(name: "SysfsFixtures", dependencies: ["HostPCI"]),
         .executableTarget(
@@ -53,7 +80,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PassageTests",
-            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "SysfsFixtures", "passage"]
+            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage"]
         ),
     ],
     swiftLanguageModes: [.v6]

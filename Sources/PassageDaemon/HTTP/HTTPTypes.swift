@@ -1,0 +1,79 @@
+/// The daemon's HTTP layer, as the API routes see it: a parsed request (with the peer's
+/// credentials from SO_PEERCRED) in, a response out. The server (UnixHTTPServer) owns sockets,
+/// HTTP/1.1 parsing, limits and timeouts; the routes own meaning.
+
+/// Who is on the other end of the Unix socket (SO_PEERCRED).
+public struct PeerCredentials: Sendable, Hashable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// The path without the query, percent-decoding not applied (`/v1/devices/0000:01:00.0`).
+    public var path: String
+    /// Query parameters, decoded (`?class=02&driver=none`); the last value wins for repeated keys.
+    public var query: [String: String]
+    /// Header names lowercased.
+    public var headers: [String: String]
+    public var body: [UInt8]
+    public var peer: PeerCredentials?
+
+    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:],
+                body: [UInt8] = [], peer: PeerCredentials? = nil) {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.peer = peer
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    public enum Body: Sendable {
+        case bytes([UInt8])
+        /// Written as chunks as they come (newline-delimited JSON event streams); ends when the stream ends
+        /// or the client goes away.
+        case stream(AsyncStream<[UInt8]>)
+    }
+
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: Body
+
+    public init(status: Int, headers: [(String, String)] = [], body: Body = .bytes([])) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// What the server calls for each request. Must not block: long work goes to tasks.
+public protocol HTTPHandler: Sendable {
+    func handle(_ request: HTTPRequest) async -> HTTPResponse
+}
+
+/// Bounds that keep one slow, silent or greedy client from hurting the others.
+public struct HTTPLimits: Sendable {
+    /// Largest request body accepted; larger → 413 with a JSON error, connection closed.
+    public var maxBodyBytes: Int = 64 * 1024
+    /// Largest request head (request line + headers); larger → 431.
+    public var maxHeaderBytes: Int = 16 * 1024
+    /// Time to receive a whole request head (and body) after the connection opened or the previous
+    /// response was sent; slower → 408 and close.
+    public var requestTimeout: Double = 5
+    /// An idle keep-alive connection is closed after this long.
+    public var idleTimeout: Double = 60
+    /// Connections beyond this many are answered 503 and closed at once.
+    public var maxConnections: Int = 256
+
+    public init() {}
+}

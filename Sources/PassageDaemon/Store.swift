@@ -1,0 +1,280 @@
+import Foundation
+
+/// The daemon's durable state in SQLite (WAL, synchronous=FULL): claims, the IOMMU groups they
+/// hold, and intents. Every change to the host is recorded as a pending intent *before* it touches
+/// sysfs and marked done (or rolled back) after, so a restart can finish or undo it.
+///
+/// The invariant "no group is held twice" is the primary key of `group_holds`: two racing claims
+/// cannot both commit, whatever the code above does.
+public final class Store: @unchecked Sendable {
+    private let db: SQLiteConnection
+    private let lock = NSLock()
+    public let path: String
+
+    /// Schema migrations, in order; `PRAGMA user_version` records how many have run.
+    static let migrations: [String] = [
+        """
+        CREATE TABLE claims (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            idempotency_key TEXT UNIQUE,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            request TEXT NOT NULL,
+            error TEXT
+        );
+        CREATE TABLE claim_devices (
+            claim_id TEXT NOT NULL REFERENCES claims(id),
+            address TEXT NOT NULL,
+            iommu_group INTEGER NOT NULL,
+            previous_driver TEXT,
+            previous_override TEXT,
+            requested INTEGER NOT NULL,
+            PRIMARY KEY (claim_id, address)
+        );
+        CREATE TABLE group_holds (
+            iommu_group INTEGER PRIMARY KEY,
+            claim_id TEXT NOT NULL REFERENCES claims(id)
+        );
+        CREATE TABLE intents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            claim_id TEXT,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            finished_at INTEGER
+        );
+        CREATE INDEX intents_pending ON intents(state) WHERE state = 'pending';
+        """,
+    ]
+
+    /// Opens (creating if needed) `DIR/state.db` and brings its schema up to date.
+    public init(directory: String) throws(StoreError) {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StoreError("cannot create the state directory \(directory): \(error.localizedDescription)")
+        }
+        path = directory + "/state.db"
+        db = try SQLiteConnection(path: path)
+        try db.execute("PRAGMA journal_mode=WAL")
+        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA foreign_keys=ON")
+        let version = Int(try db.query("PRAGMA user_version").first?["user_version"]?.int ?? 0)
+        guard version <= Self.migrations.count else {
+            throw StoreError("the state database \(path) has schema version \(version), newer than this passaged (\(Self.migrations.count)); run the newer passaged or move the file away")
+        }
+        for (i, m) in Self.migrations.enumerated() where i >= version {
+            try db.transaction { () throws(StoreError) in
+                try db.execute(m)
+                try db.execute("PRAGMA user_version = \(i + 1)")
+            }
+        }
+    }
+
+    public var schemaVersion: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return Int((try? db.query("PRAGMA user_version").first?["user_version"]?.int) ?? 0)
+    }
+
+    // MARK: records
+
+    public struct ClaimRecord: Sendable, Hashable {
+        public enum State: String, Sendable {
+            /// Holds recorded, devices being bound (an intent is pending).
+            case binding
+            case active
+            /// Devices being given back (an intent is pending).
+            case releasing
+            case released
+            /// Binding failed or was rolled back at start-up.
+            case failed
+            /// A device of the claim disappeared from the host.
+            case lost
+        }
+        public var id: String
+        public var owner: String
+        public var idempotencyKey: String?
+        public var state: State
+        public var createdAt: Int64
+        public var updatedAt: Int64
+        public var request: String
+        public var error: String?
+        public var devices: [ClaimDevice]
+        public var groups: [Int] { Array(Set(devices.map(\.iommuGroup))).sorted() }
+    }
+
+    public struct ClaimDevice: Sendable, Hashable, Codable {
+        public var address: String
+        public var iommuGroup: Int
+        public var previousDriver: String?
+        public var previousOverride: String?
+        /// Named or selected by the consumer (false: pulled in because it shares the group).
+        public var requested: Bool
+    }
+
+    public struct Intent: Sendable, Hashable {
+        public var id: Int64
+        public var kind: String
+        public var claimID: String?
+        public var payload: String
+    }
+
+    // MARK: claims
+
+    /// Records a new claim in state `binding`, its devices and its group holds, and a pending intent —
+    /// in one transaction. Throws `GroupTaken` when another claim holds one of the groups.
+    public func beginClaim(id: String, owner: String, idempotencyKey: String?, request: String,
+                           devices: [ClaimDevice], now: Int64) throws(StoreError) -> Int64 {
+        try locked { () throws(StoreError) -> Int64 in
+            try db.transaction { () throws(StoreError) -> Int64 in
+                try db.query("INSERT INTO claims (id, owner, idempotency_key, state, created_at, updated_at, request) VALUES (?, ?, ?, 'binding', ?, ?, ?)",
+                             [.text(id), .text(owner), idempotencyKey.map { .text($0) } ?? .null, .int(now), .int(now), .text(request)])
+                for g in Set(devices.map(\.iommuGroup)).sorted() {
+                    try db.query("INSERT INTO group_holds (iommu_group, claim_id) VALUES (?, ?)", [.int(Int64(g)), .text(id)])
+                }
+                for d in devices {
+                    try db.query("INSERT INTO claim_devices (claim_id, address, iommu_group, previous_driver, previous_override, requested) VALUES (?, ?, ?, ?, ?, ?)",
+                                 [.text(id), .text(d.address), .int(Int64(d.iommuGroup)), d.previousDriver.map { .text($0) } ?? .null,
+                                  d.previousOverride.map { .text($0) } ?? .null, .int(d.requested ? 1 : 0)])
+                }
+                return try insertIntent(kind: "claim", claimID: id, payload: id, now: now)
+            }
+        }
+    }
+
+    /// The claim is bound: state active, intent done.
+    public func finishClaim(id: String, intent: Int64, now: Int64) throws(StoreError) {
+        try locked { () throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                try db.query("UPDATE claims SET state = 'active', updated_at = ? WHERE id = ?", [.int(now), .text(id)])
+                try finishIntent(intent, state: "done", now: now)
+            }
+        }
+    }
+
+    /// The claim could not be bound (or was rolled back at start-up): its holds go, it stays as `failed` for the record.
+    public func failClaim(id: String, intent: Int64?, error: String, now: Int64) throws(StoreError) {
+        try locked { () throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                try db.query("DELETE FROM group_holds WHERE claim_id = ?", [.text(id)])
+                try db.query("UPDATE claims SET state = 'failed', error = ?, updated_at = ?, idempotency_key = NULL WHERE id = ?",
+                             [.text(error), .int(now), .text(id)])
+                if let intent { try finishIntent(intent, state: "rolled-back", now: now) }
+            }
+        }
+    }
+
+    /// Starts a release: state releasing, a pending intent.
+    public func beginRelease(id: String, now: Int64) throws(StoreError) -> Int64 {
+        try locked { () throws(StoreError) -> Int64 in
+            try db.transaction { () throws(StoreError) -> Int64 in
+                try db.query("UPDATE claims SET state = 'releasing', updated_at = ? WHERE id = ?", [.int(now), .text(id)])
+                return try insertIntent(kind: "release", claimID: id, payload: id, now: now)
+            }
+        }
+    }
+
+    /// The devices are back: holds deleted, state released, intent done.
+    public func finishRelease(id: String, intent: Int64, error: String?, now: Int64) throws(StoreError) {
+        try locked { () throws(StoreError) in
+            try db.transaction { () throws(StoreError) in
+                try db.query("DELETE FROM group_holds WHERE claim_id = ?", [.text(id)])
+                try db.query("UPDATE claims SET state = 'released', error = ?, updated_at = ? WHERE id = ?",
+                             [error.map { .text($0) } ?? .null, .int(now), .text(id)])
+                try finishIntent(intent, state: "done", now: now)
+            }
+        }
+    }
+
+    public func markLost(id: String, error: String, now: Int64) throws(StoreError) {
+        try locked { () throws(StoreError) in
+            _ = try db.query("UPDATE claims SET state = 'lost', error = ?, updated_at = ? WHERE id = ?", [.text(error), .int(now), .text(id)])
+        }
+    }
+
+    public func claim(id: String) throws(StoreError) -> ClaimRecord? {
+        try locked { () throws(StoreError) in try loadClaims("WHERE id = ?", [.text(id)]).first }
+    }
+
+    public func claim(idempotencyKey: String) throws(StoreError) -> ClaimRecord? {
+        try locked { () throws(StoreError) in try loadClaims("WHERE idempotency_key = ?", [.text(idempotencyKey)]).first }
+    }
+
+    /// Claims, newest first; `states` nil for all.
+    public func claims(states: [ClaimRecord.State]? = nil) throws(StoreError) -> [ClaimRecord] {
+        try locked { () throws(StoreError) in
+            guard let states else { return try loadClaims("", []) }
+            let marks = states.map { _ in "?" }.joined(separator: ", ")
+            return try loadClaims("WHERE state IN (\(marks))", states.map { .text($0.rawValue) })
+        }
+    }
+
+    /// IOMMU group → the claim holding it.
+    public func groupHolds() throws(StoreError) -> [Int: String] {
+        try locked { () throws(StoreError) in
+            var holds: [Int: String] = [:]
+            for r in try db.query("SELECT iommu_group, claim_id FROM group_holds") {
+                if let g = r["iommu_group"]?.int, let c = r["claim_id"]?.text { holds[Int(g)] = c }
+            }
+            return holds
+        }
+    }
+
+    public func pendingIntents() throws(StoreError) -> [Intent] {
+        try locked { () throws(StoreError) in
+            try db.query("SELECT id, kind, claim_id, payload FROM intents WHERE state = 'pending' ORDER BY id").map {
+                Intent(id: $0["id"]?.int ?? 0, kind: $0["kind"]?.text ?? "", claimID: $0["claim_id"]?.text, payload: $0["payload"]?.text ?? "")
+            }
+        }
+    }
+
+    /// Records a pending intent that belongs to no claim (bind, restore, VF changes).
+    public func beginIntent(kind: String, payload: String, now: Int64) throws(StoreError) -> Int64 {
+        try locked { () throws(StoreError) -> Int64 in try insertIntent(kind: kind, claimID: nil, payload: payload, now: now) }
+    }
+
+    public func endIntent(_ id: Int64, state: String, now: Int64) throws(StoreError) {
+        try locked { () throws(StoreError) in try finishIntent(id, state: state, now: now) }
+    }
+
+    // MARK: internals (lock held)
+
+    private func locked<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    private func insertIntent(kind: String, claimID: String?, payload: String, now: Int64) throws(StoreError) -> Int64 {
+        let rows = try db.query("INSERT INTO intents (kind, claim_id, payload, state, created_at) VALUES (?, ?, ?, 'pending', ?) RETURNING id",
+                                [.text(kind), claimID.map { .text($0) } ?? .null, .text(payload), .int(now)])
+        return rows.first?["id"]?.int ?? 0
+    }
+
+    private func finishIntent(_ id: Int64, state: String, now: Int64) throws(StoreError) {
+        try db.query("UPDATE intents SET state = ?, finished_at = ? WHERE id = ?", [.text(state), .int(now), .int(id)])
+    }
+
+    private func loadClaims(_ whereClause: String, _ values: [SQLiteConnection.Value]) throws(StoreError) -> [ClaimRecord] {
+        let rows = try db.query("SELECT * FROM claims \(whereClause) ORDER BY created_at DESC, id", values)
+        var result: [ClaimRecord] = []
+        for r in rows {
+            let id = r["id"]?.text ?? ""
+            let devices = try db.query("SELECT * FROM claim_devices WHERE claim_id = ? ORDER BY address", [.text(id)]).map {
+                ClaimDevice(address: $0["address"]?.text ?? "", iommuGroup: Int($0["iommu_group"]?.int ?? -1),
+                            previousDriver: $0["previous_driver"]?.text, previousOverride: $0["previous_override"]?.text,
+                            requested: $0["requested"]?.int == 1)
+            }
+            result.append(ClaimRecord(id: id, owner: r["owner"]?.text ?? "", idempotencyKey: r["idempotency_key"]?.text,
+                                      state: ClaimRecord.State(rawValue: r["state"]?.text ?? "") ?? .failed,
+                                      createdAt: r["created_at"]?.int ?? 0, updatedAt: r["updated_at"]?.int ?? 0,
+                                      request: r["request"]?.text ?? "", error: r["error"]?.text, devices: devices))
+        }
+        return result
+    }
+}
