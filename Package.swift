@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "HostPCI", dependencies: ["CPCI"]),
         // VF lifecycle, NVMe secondary-controller provisioning, per-VF link settings over rtnetlink.
         .target(name: "SRIOV", dependencies: ["HostPCI", "CLinux", "CNetlink"]),
+        // Typed owners of the KVM system, VM and vCPU file descriptors; KVM_RUN and its exits.
+        .target(name: "KVM", dependencies: ["CLinux"]),
         // Codable wire types shared by the CLI and (later) the daemon.
         .target(
             name: "PassageAPI",
@@ -69,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "passage",
             dependencies: [
-                "HostPCI", "SRIOV", "PassageAPI",
+                "HostPCI", "SRIOV", "PassageAPI", "PassageDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -80,7 +82,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PassageTests",
-            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage"]
+            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,6 +1,7 @@
 import ArgumentParser
 import HostPCI
 import PassageAPI
+import PassageDaemon
 
 struct Groups: ParsableCommand {
     static let configuration = CommandConfiguration(

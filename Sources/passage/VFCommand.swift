@@ -1,6 +1,7 @@
 import ArgumentParser
 import HostPCI
 import PassageAPI
+import PassageDaemon
 import SRIOV
 
 struct VF: ParsableCommand {
@@ -80,10 +81,7 @@ struct VFCreate: ParsableCommand {
                 else { line += ": ready" + (vf.driver.map { " on \($0)" } ?? ", no driver") + (vf.iommuGroup.map { ", IOMMU group \($0)" } ?? "") }
                 writeStdout(line + "\n")
             }
-            let info = VFOperationInfo(pf: a.description, dryRun: dryRun, numVFs: result.numVFs,
-                                       vfs: result.vfs.map { .init(index: $0.index, address: $0.address.description, driver: $0.driver,
-                                                                   iommuGroup: $0.iommuGroup, actions: $0.actions.map(\.description)) },
-                                       actions: result.actions.map(\.description))
+            let info = VFOperationInfo(result, dryRun: dryRun)
             if json { try printJSON(info); return }
             if dryRun {
                 writeStdout("dry run: \(info.actions.count) change\(info.actions.count == 1 ? "" : "s") on \(a):\n" + info.actions.map { "  \($0)\n" }.joined())

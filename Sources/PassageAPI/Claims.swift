@@ -1,0 +1,204 @@
+/// `POST /v1/claims`: devices by address, or `count` devices matching a selector.
+public struct ClaimRequest: Codable, Sendable, Hashable {
+    public var owner: String
+    public var devices: [String]?
+    public var selector: DeviceSelector?
+    public var count: Int?
+    /// The same key twice returns the same claim instead of a second one.
+    public var idempotencyKey: String?
+
+    public init(owner: String, devices: [String]? = nil, selector: DeviceSelector? = nil, count: Int? = nil, idempotencyKey: String? = nil) {
+        self.owner = owner
+        self.devices = devices
+        self.selector = selector
+        self.count = count
+        self.idempotencyKey = idempotencyKey
+    }
+
+    public static let keys: Set<String> = ["owner", "devices", "selector", "count", "idempotencyKey"]
+}
+
+/// Which devices a selector claim may take. Every field given must match.
+public struct DeviceSelector: Codable, Sendable, Hashable {
+    /// A pool defined by policy.
+    public var pool: String?
+    /// 4 hex digits.
+    public var vendorId: String?
+    public var deviceId: String?
+    /// Class code prefix in hex: `02`, `0108`, `010802`.
+    public var classCode: String?
+    /// VFs of this PF.
+    public var pf: String?
+    public var numaNode: Int?
+    /// Current driver (`none` for unbound).
+    public var driver: String?
+
+    public init(pool: String? = nil, vendorId: String? = nil, deviceId: String? = nil, classCode: String? = nil,
+                pf: String? = nil, numaNode: Int? = nil, driver: String? = nil) {
+        self.pool = pool
+        self.vendorId = vendorId
+        self.deviceId = deviceId
+        self.classCode = classCode
+        self.pf = pf
+        self.numaNode = numaNode
+        self.driver = driver
+    }
+
+    public static let keys: Set<String> = ["pool", "vendorId", "deviceId", "classCode", "pf", "numaNode", "driver"]
+}
+
+/// A claim as the API shows it.
+public struct ClaimInfo: Codable, Sendable, Hashable {
+    public struct Member: Codable, Sendable, Hashable {
+        public var address: String
+        public var iommuGroup: Int
+        /// The driver it had before the claim, restored on release (null: none).
+        public var previousDriver: String?
+        /// Named or selected by the consumer; false when pulled in because it shares the IOMMU group.
+        public var requested: Bool
+
+        public init(address: String, iommuGroup: Int, previousDriver: String?, requested: Bool) {
+            self.address = address
+            self.iommuGroup = iommuGroup
+            self.previousDriver = previousDriver
+            self.requested = requested
+        }
+    }
+
+    public var id: String
+    public var owner: String
+    /// `binding`, `active`, `releasing`, `released`, `failed`, `lost`.
+    public var state: String
+    public var idempotencyKey: String?
+    /// The devices the consumer asked for (or the selector picked).
+    public var devices: [String]
+    /// Every function the claim holds: its whole IOMMU groups.
+    public var members: [Member]
+    public var groups: [Int]
+    /// RFC 3339.
+    public var createdAt: String
+    public var updatedAt: String
+    public var error: String?
+
+    public init(id: String, owner: String, state: String, idempotencyKey: String?, devices: [String], members: [Member],
+                groups: [Int], createdAt: String, updatedAt: String, error: String?) {
+        self.id = id
+        self.owner = owner
+        self.state = state
+        self.idempotencyKey = idempotencyKey
+        self.devices = devices
+        self.members = members
+        self.groups = groups
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.error = error
+    }
+}
+
+/// `GET /v1/health`.
+public struct HealthInfo: Codable, Sendable, Hashable {
+    /// `ok` once start-up reconciliation is done, `reconciling` before.
+    public var status: String
+    public var reconciled: Bool
+    public var version: String
+    public var devices: Int
+    public var activeClaims: Int
+    public var uptimeSeconds: Double
+
+    public init(status: String, reconciled: Bool, version: String, devices: Int, activeClaims: Int, uptimeSeconds: Double) {
+        self.status = status
+        self.reconciled = reconciled
+        self.version = version
+        self.devices = devices
+        self.activeClaims = activeClaims
+        self.uptimeSeconds = uptimeSeconds
+    }
+}
+
+/// One line of `GET /v1/events` (newline-delimited JSON).
+public struct EventInfo: Codable, Sendable, Hashable {
+    public var seq: Int
+    /// RFC 3339.
+    public var time: String
+    /// `device-appeared`, `device-vanished`, `device-changed`, `claim-created`, `claim-released`, `claim-failed`,
+    /// `claim-lost`, `operation-progress`, `operation-finished`, `reconciled`.
+    public var kind: String
+    public var address: String?
+    public var claimId: String?
+    public var operationId: String?
+    public var message: String
+
+    public init(seq: Int, time: String, kind: String, address: String? = nil, claimId: String? = nil,
+                operationId: String? = nil, message: String) {
+        self.seq = seq
+        self.time = time
+        self.kind = kind
+        self.address = address
+        self.claimId = claimId
+        self.operationId = operationId
+        self.message = message
+    }
+}
+
+/// A long operation (`POST /v1/pfs/ADDR/vfs`): poll `GET /v1/operations/ID` or follow the event stream.
+public struct OperationInfo: Codable, Sendable, Hashable {
+    public var id: String
+    public var kind: String
+    /// `running`, `succeeded`, `failed`.
+    public var state: String
+    public var target: String
+    /// One line per step done, in order.
+    public var progress: [String]
+    public var error: ErrorInfo?
+    public var result: VFOperationInfo?
+
+    public init(id: String, kind: String, state: String, target: String, progress: [String], error: ErrorInfo?, result: VFOperationInfo?) {
+        self.id = id
+        self.kind = kind
+        self.state = state
+        self.target = target
+        self.progress = progress
+        self.error = error
+        self.result = result
+    }
+}
+
+/// `POST /v1/pfs/ADDR/vfs`.
+public struct VFCreateRequest: Codable, Sendable, Hashable {
+    public var count: Int
+    public var driver: String?
+    public var autoprobe: Bool?
+    public var nvmeQueues: Int?
+    public var nvmeInterrupts: Int?
+
+    public init(count: Int, driver: String? = nil, autoprobe: Bool? = nil, nvmeQueues: Int? = nil, nvmeInterrupts: Int? = nil) {
+        self.count = count
+        self.driver = driver
+        self.autoprobe = autoprobe
+        self.nvmeQueues = nvmeQueues
+        self.nvmeInterrupts = nvmeInterrupts
+    }
+
+    public static let keys: Set<String> = ["count", "driver", "autoprobe", "nvmeQueues", "nvmeInterrupts"]
+}
+
+/// `POST /v1/devices/ADDR/bind`.
+public struct BindRequest: Codable, Sendable, Hashable {
+    public var driver: String?
+    public var group: Bool?
+    public var force: Bool?
+    public init(driver: String? = nil, group: Bool? = nil, force: Bool? = nil) {
+        self.driver = driver
+        self.group = group
+        self.force = force
+    }
+    public static let keys: Set<String> = ["driver", "group", "force"]
+}
+
+/// `POST /v1/devices/ADDR/restore`.
+public struct RestoreRequest: Codable, Sendable, Hashable {
+    /// A driver, `none`, or null for the kernel's choice.
+    public var driver: String?
+    public init(driver: String? = nil) { self.driver = driver }
+    public static let keys: Set<String> = ["driver"]
+}

@@ -1,0 +1,309 @@
+import Dispatch
+import Foundation
+import HostPCI
+import PassageAPI
+import SRIOV
+
+/// Claims: a consumer takes whole IOMMU groups, bound to vfio-pci, and gives them back.
+///
+/// Every change runs on one serial queue (no two changes to the host at once, and blocking sysfs
+/// work never occupies Swift's cooperative threads), is recorded in the store before it touches
+/// sysfs, and is finished or undone at start-up (`reconcile`) if the daemon died in between.
+public final class ClaimService: @unchecked Sendable {
+    public let store: Store
+    public let root: SysfsRoot
+    public let writer: any SysfsWriter
+    public let inventory: InventoryCache
+    public let events: EventHub
+    public let usage: HostUsage
+    private let queue = DispatchQueue(label: "passage.changes")
+    private let readyLock = NSLock()
+    private var _ready = false
+
+    public init(store: Store, root: SysfsRoot, writer: any SysfsWriter, inventory: InventoryCache, events: EventHub,
+                usage: HostUsage? = nil) {
+        self.store = store
+        self.root = root
+        self.writer = writer
+        self.inventory = inventory
+        self.events = events
+        self.usage = usage ?? HostUsage(root: root)
+    }
+
+    /// False until start-up reconciliation has finished: claims are refused until then.
+    public var ready: Bool { readyLock.withLock { _ready } }
+
+    var passthrough: PassthroughBinder {
+        PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: usage)
+    }
+
+    /// Runs `body` on the change queue.
+    public func serialized<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            queue.async {
+                do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
+            }
+        }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: create
+
+    /// Creates a claim (or returns the one made earlier with the same idempotency key: `replayed`).
+    public func create(_ r: ClaimRequest) async throws -> (claim: Store.ClaimRecord, replayed: Bool) {
+        guard ready else {
+            throw APIError(503, "reconciling", "passaged is still reconciling its state with the host after start-up; retry in a moment (GET /v1/health says when it is ready)")
+        }
+        try Self.validate(r)
+        return try await serialized { try self.createNow(r) }
+    }
+
+    static func validate(_ r: ClaimRequest) throws {
+        let owner = r.owner.trimmingCharacters(in: .whitespaces)
+        guard !owner.isEmpty, owner.count <= 128 else { throw APIError.badRequest("owner must be 1 to 128 characters naming the consumer (e.g. \"vm-42\")") }
+        if let k = r.idempotencyKey, k.isEmpty || k.count > 128 { throw APIError.badRequest("idempotencyKey must be 1 to 128 characters") }
+        switch (r.devices, r.selector) {
+        case let (devices?, nil):
+            guard !devices.isEmpty, devices.count <= 256 else { throw APIError.badRequest("devices must list 1 to 256 PCI addresses") }
+            guard r.count == nil else { throw APIError.badRequest("count goes with selector, not with devices") }
+        case (nil, _?):
+            guard let n = r.count, n >= 1, n <= 256 else { throw APIError.badRequest("a selector claim needs count, 1 to 256") }
+        default:
+            throw APIError.badRequest("give either devices (a list of PCI addresses) or selector with count")
+        }
+    }
+
+    private func createNow(_ r: ClaimRequest) throws -> (claim: Store.ClaimRecord, replayed: Bool) {
+        if let key = r.idempotencyKey, let existing = try store.claim(idempotencyKey: key) {
+            guard existing.owner == r.owner else {
+                throw APIError(409, "idempotency-key-reused", "idempotency key \(key) belongs to claim \(existing.id) of owner \(existing.owner)")
+            }
+            return (existing, true)
+        }
+        let snapshot = try inventory.refresh()
+        let byAddress = Dictionary(snapshot.devices.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        let holds = try store.groupHolds()
+
+        // The functions asked for.
+        var requested: [PCIDevice] = []
+        if let list = r.devices {
+            for text in list {
+                let a: PCIAddress
+                do { a = try PCIAddress(parsing: text) } catch { throw APIError(error) }
+                guard let d = byAddress[a] else { throw APIError(404, "device-not-found", "no PCI device \(a) on this host; GET /v1/devices lists them") }
+                if !requested.contains(where: { $0.address == a }) { requested.append(d) }
+            }
+        } else if let selector = r.selector, let count = r.count {
+            requested = try select(selector, count: count, devices: snapshot.devices, groups: snapshot.groups, holds: holds)
+        }
+
+        // Whole groups.
+        var members: [Store.ClaimDevice] = []
+        var groupsSeen = Set<Int>()
+        for d in requested {
+            guard !d.isBridge else { throw APIError(409, "not-assignable", "\(d.address) is a PCI bridge; bridges stay with the host") }
+            guard let g = d.iommuGroup else {
+                throw APIError(409, "group-not-viable", "\(d.address) has no IOMMU group: the IOMMU is off; enable VT-d/AMD-Vi and boot with intel_iommu=on or amd_iommu=on")
+            }
+            if let holder = holds[g] {
+                throw APIError(409, "group-taken", "IOMMU group \(g) of \(d.address) is held by claim \(holder); release it first (DELETE /v1/claims/\(holder))")
+            }
+            guard groupsSeen.insert(g).inserted else { continue }
+            let group = snapshot.groups.first { $0.number == g }?.devices ?? [d]
+            for m in group where !m.isBridge {
+                members.append(Store.ClaimDevice(address: m.address.description, iommuGroup: g, previousDriver: m.driver,
+                                                 previousOverride: m.driverOverride,
+                                                 requested: requested.contains { $0.address == m.address }))
+            }
+        }
+        // Safety checks before anything is recorded: the binder refuses host-used devices and bridges.
+        for g in groupsSeen.sorted() {
+            guard let first = requested.first(where: { $0.iommuGroup == g }) else { continue }
+            do { _ = try passthrough.targets(first.address, driver: "vfio-pci", wholeGroup: true, force: false) } catch { throw APIError(error) }
+        }
+
+        let id = "c-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        let now = Self.now()
+        let requestJSON = String(decoding: (try? StreamingJSONEncoder(pretty: false).encode(r)) ?? [], as: UTF8.self)
+        let intent: Int64
+        do {
+            intent = try store.beginClaim(id: id, owner: r.owner, idempotencyKey: r.idempotencyKey, request: requestJSON, devices: members, now: now)
+        } catch {
+            guard error.constraint else { throw APIError(error) }
+            throw APIError(409, "group-taken", "one of the IOMMU groups \(groupsSeen.sorted()) was taken by another claim at the same moment; retry")
+        }
+
+        // Bind, group by group; on failure put back what moved and record the failure.
+        var done: [DriverBinder.Change] = []
+        do {
+            for g in groupsSeen.sorted() {
+                let first = members.first { $0.iommuGroup == g }!
+                let changes = try passthrough.bind(try PCIAddress(parsing: first.address), driver: "vfio-pci", wholeGroup: true)
+                done += changes.filter(\.changed)
+            }
+        } catch {
+            for c in done.reversed() { passthrough.binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride) }
+            let api = APIError(error)
+            try? store.failClaim(id: id, intent: intent, error: api.message, now: Self.now())
+            events.publish("claim-failed", claimId: id, message: "claim \(id) for \(r.owner) failed: \(api.message)")
+            _ = try? inventory.refresh()
+            throw api
+        }
+        try store.finishClaim(id: id, intent: intent, now: Self.now())
+        _ = try? inventory.refresh()
+        let claim = try store.claim(id: id)!
+        events.publish("claim-created", claimId: id, message: "claim \(id) for \(r.owner): \(claim.devices.map(\.address).joined(separator: ", ")) (groups \(claim.groups.map(String.init).joined(separator: ", ")))")
+        return (claim, false)
+    }
+
+    /// Picks `count` free functions (in distinct, free IOMMU groups) that match the selector.
+    func select(_ s: DeviceSelector, count: Int, devices: [PCIDevice], groups: [IOMMUGroup], holds: [Int: String]) throws -> [PCIDevice] {
+        if let pool = s.pool {
+            throw APIError(404, "pool-not-found", "no pool named \(pool): pools come from the policy file (none is loaded)")
+        }
+        let vendor = try s.vendorId.map { v -> UInt16 in
+            guard v.count == 4, let x = UInt16(v, radix: 16) else { throw APIError.badRequest("selector.vendorId \(v): expected 4 hex digits") }
+            return x
+        }
+        let device = try s.deviceId.map { v -> UInt16 in
+            guard v.count == 4, let x = UInt16(v, radix: 16) else { throw APIError.badRequest("selector.deviceId \(v): expected 4 hex digits") }
+            return x
+        }
+        let classPrefix = try s.classCode.map { c -> (UInt32, Int) in
+            guard [2, 4, 6].contains(c.count), let x = UInt32(c, radix: 16) else {
+                throw APIError.badRequest("selector.classCode \(c): expected 2, 4 or 6 hex digits")
+            }
+            return (x, c.count)
+        }
+        let pf = try s.pf.map { t -> PCIAddress in
+            do { return try PCIAddress(parsing: t) } catch { throw APIError(error) }
+        }
+        let matching = devices.filter { d in
+            !d.isBridge && d.iommuGroup != nil
+                && (vendor == nil || d.vendorID == vendor) && (device == nil || d.deviceID == device)
+                && (classPrefix == nil || d.classCode >> (4 * (6 - classPrefix!.1)) == classPrefix!.0)
+                && (pf == nil || d.physfn == pf) && (s.numaNode == nil || d.numaNode == s.numaNode)
+                && (s.driver == nil || (s.driver == "none" ? d.driver == nil : d.driver == s.driver))
+        }
+        var picked: [PCIDevice] = []
+        var used = Set<Int>()
+        for d in matching where holds[d.iommuGroup!] == nil && !used.contains(d.iommuGroup!) {
+            picked.append(d)
+            used.insert(d.iommuGroup!)
+            if picked.count == count { break }
+        }
+        guard picked.count == count else {
+            throw APIError(409, "not-enough-devices", "the selector matches \(matching.count) function\(matching.count == 1 ? "" : "s") in \(Set(matching.compactMap(\.iommuGroup)).count) IOMMU group(s), of which \(picked.count) \(picked.count == 1 ? "is" : "are") free; asked for \(count)")
+        }
+        return picked
+    }
+
+    // MARK: release
+
+    /// Gives a claim's devices back to the drivers they had. Releasing a released claim returns it unchanged.
+    public func release(id: String) async throws -> Store.ClaimRecord {
+        guard ready else { throw APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment") }
+        return try await serialized { try self.releaseNow(id: id) }
+    }
+
+    private func releaseNow(id: String) throws -> Store.ClaimRecord {
+        guard let claim = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
+        switch claim.state {
+        case .released, .failed: return claim
+        case .binding, .releasing:
+            throw APIError(409, "claim-busy", "claim \(id) is \(claim.state.rawValue); retry in a moment")
+        case .active, .lost: break
+        }
+        let intent = try store.beginRelease(id: id, now: Self.now())
+        let problems = restoreDevices(claim.devices)
+        try store.finishRelease(id: id, intent: intent, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
+        _ = try? inventory.refresh()
+        events.publish("claim-released", claimId: id, message: "claim \(id) of \(claim.owner) released" + (problems.isEmpty ? "" : " with problems: " + problems.joined(separator: "; ")))
+        return try store.claim(id: id)!
+    }
+
+    /// Puts each device back on the driver it had (idempotent); returns what could not be done.
+    func restoreDevices(_ devices: [Store.ClaimDevice]) -> [String] {
+        let binder = DriverBinder(root: root, writer: writer)
+        var problems: [String] = []
+        for d in devices {
+            guard let a = try? PCIAddress(parsing: d.address) else { continue }
+            guard SysfsRoot.exists(root.devicePath(a)) else { problems.append("\(a) is no longer present"); continue }
+            do { _ = try binder.restore(a, to: d.previousDriver) } catch { problems.append(error.message) }
+        }
+        return problems
+    }
+
+    // MARK: start-up
+
+    public struct ReconcileReport: Sendable {
+        public var rolledBack: [String] = []
+        public var finished: [String] = []
+        public var lost: [String] = []
+        public var seconds: Double = 0
+    }
+
+    /// Finishes or undoes every unfinished intent, checks active claims against sysfs, then opens for claims.
+    @discardableResult
+    public func reconcile() async throws -> ReconcileReport {
+        try await serialized { try self.reconcileNow() }
+    }
+
+    private func reconcileNow() throws -> ReconcileReport {
+        let start = Date()
+        var report = ReconcileReport()
+        for intent in try store.pendingIntents() {
+            switch intent.kind {
+            case "claim":
+                if let id = intent.claimID, let claim = try store.claim(id: id) {
+                    let problems = restoreDevices(claim.devices.filter { d in
+                        guard let a = try? PCIAddress(parsing: d.address) else { return false }
+                        return DriverBinder(root: root, writer: writer).currentDriver(a) != d.previousDriver
+                            || DriverBinder(root: root, writer: writer).currentOverride(a) != d.previousOverride
+                    })
+                    try store.failClaim(id: id, intent: intent.id, error: "rolled back at start-up: passaged stopped while binding" + (problems.isEmpty ? "" : " (\(problems.joined(separator: "; ")))"), now: Self.now())
+                    report.rolledBack.append(id)
+                    events.publish("claim-failed", claimId: id, message: "claim \(id) rolled back at start-up")
+                } else {
+                    try store.endIntent(intent.id, state: "rolled-back", now: Self.now())
+                }
+            case "release":
+                if let id = intent.claimID, let claim = try store.claim(id: id) {
+                    let problems = restoreDevices(claim.devices)
+                    try store.finishRelease(id: id, intent: intent.id, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
+                    report.finished.append(id)
+                    events.publish("claim-released", claimId: id, message: "claim \(id) release finished at start-up")
+                } else {
+                    try store.endIntent(intent.id, state: "rolled-back", now: Self.now())
+                }
+            default:
+                try store.endIntent(intent.id, state: "abandoned", now: Self.now())
+            }
+        }
+        let snapshot = try inventory.refresh()
+        let present = Set(snapshot.devices.map(\.address.description))
+        for claim in try store.claims(states: [.active]) {
+            let missing = claim.devices.map(\.address).filter { !present.contains($0) }
+            if !missing.isEmpty {
+                try store.markLost(id: claim.id, error: "device\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) vanished", now: Self.now())
+                report.lost.append(claim.id)
+                events.publish("claim-lost", claimId: claim.id, message: "claim \(claim.id): \(missing.joined(separator: ", ")) vanished")
+            }
+        }
+        report.seconds = Date().timeIntervalSince(start)
+        readyLock.withLock { _ready = true }
+        events.publish("reconciled", message: "start-up reconciliation done in \(String(format: "%.3f", report.seconds)) s: \(report.rolledBack.count) rolled back, \(report.finished.count) finished, \(report.lost.count) lost")
+        return report
+    }
+}
+
+extension ClaimInfo {
+    init(_ c: Store.ClaimRecord) {
+        func time(_ ms: Int64) -> String { rfc3339(Date(timeIntervalSince1970: Double(ms) / 1000)) }
+        self.init(id: c.id, owner: c.owner, state: c.state.rawValue, idempotencyKey: c.idempotencyKey,
+                  devices: c.devices.filter(\.requested).map(\.address),
+                  members: c.devices.map { .init(address: $0.address, iommuGroup: $0.iommuGroup, previousDriver: $0.previousDriver, requested: $0.requested) },
+                  groups: c.groups, createdAt: time(c.createdAt), updatedAt: time(c.updatedAt), error: c.error)
+    }
+}

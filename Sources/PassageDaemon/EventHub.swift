@@ -1,0 +1,59 @@
+import Foundation
+import PassageAPI
+
+/// Fans events out to every `GET /v1/events` stream and keeps the last ones for `?since=`.
+public final class EventHub: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recent: [EventInfo] = []
+    private var nextSeq = 1
+    private var subscribers: [UUID: AsyncStream<EventInfo>.Continuation] = [:]
+    private let keep: Int
+
+    public init(keep: Int = 1000) { self.keep = keep }
+
+    @discardableResult
+    public func publish(_ kind: String, address: String? = nil, claimId: String? = nil, operationId: String? = nil,
+                        message: String) -> EventInfo {
+        lock.lock()
+        let event = EventInfo(seq: nextSeq, time: rfc3339(Date()), kind: kind, address: address, claimId: claimId,
+                              operationId: operationId, message: message)
+        nextSeq += 1
+        recent.append(event)
+        if recent.count > keep { recent.removeFirst(recent.count - keep) }
+        let targets = Array(subscribers.values)
+        lock.unlock()
+        for t in targets { t.yield(event) }
+        return event
+    }
+
+    /// Events after `since` (kept ones), then every new one until the consumer stops.
+    public func subscribe(since: Int?) -> AsyncStream<EventInfo> {
+        let id = UUID()
+        let (stream, continuation) = AsyncStream<EventInfo>.makeStream(bufferingPolicy: .bufferingNewest(4096))
+        lock.lock()
+        if let since { for e in recent where e.seq > since { continuation.yield(e) } }
+        subscribers[id] = continuation
+        lock.unlock()
+        continuation.onTermination = { [weak self] _ in
+            guard let self else { return }
+            self.lock.lock()
+            self.subscribers[id] = nil
+            self.lock.unlock()
+        }
+        return stream
+    }
+
+    public var subscriberCount: Int { lock.withLock { subscribers.count } }
+
+    /// Ends every stream (shutdown).
+    public func finishAll() {
+        let targets = lock.withLock { Array(subscribers.values) }
+        for t in targets { t.finish() }
+    }
+}
+
+func rfc3339(_ date: Date) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return f.string(from: date)
+}

@@ -1,0 +1,136 @@
+import Foundation
+import HostPCI
+import PassageAPI
+
+/// The device inventory the API serves: scanned from sysfs, kept with its JSON already encoded so
+/// that listing thousands of devices costs a memory copy, and rescanned after every change Passage
+/// makes and in the background (hot-plug without udev is caught within `refreshInterval`).
+public final class InventoryCache: @unchecked Sendable {
+    public let root: SysfsRoot
+    private let lock = NSLock()
+    private var snapshot: Snapshot?
+    private let events: EventHub
+
+    public struct Snapshot: Sendable {
+        public var devices: [PCIDevice]
+        public var wire: [DeviceInfo]
+        public var groups: [IOMMUGroup]
+        /// `GET /v1/devices` without filters, ready to send.
+        public var listJSON: [UInt8]
+        public var scannedAt: Date
+    }
+
+    public init(root: SysfsRoot, events: EventHub) {
+        self.root = root
+        self.events = events
+    }
+
+    /// The current snapshot, scanning first if there is none.
+    public func current() throws -> Snapshot {
+        if let s = lock.withLock({ snapshot }) { return s }
+        return try refresh()
+    }
+
+    /// Rescans now; publishes device-appeared/vanished/changed events against the previous scan.
+    @discardableResult
+    public func refresh() throws -> Snapshot {
+        let inventory = PCIInventory(root: root)
+        let devices = try inventory.devices()
+        let wire = devices.map(DeviceInfo.init)
+        var json = try StreamingJSONEncoder(pretty: false).encode(wire)
+        json.append(UInt8(ascii: "\n"))
+        let next = Snapshot(devices: devices, wire: wire, groups: inventory.groups(devices: devices), listJSON: json, scannedAt: Date())
+        let previous = lock.withLock { () -> Snapshot? in
+            let p = snapshot
+            snapshot = next
+            return p
+        }
+        if let previous { publishChanges(from: previous.wire, to: wire) }
+        return next
+    }
+
+    private func publishChanges(from old: [DeviceInfo], to new: [DeviceInfo]) {
+        let before = Dictionary(old.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        let after = Dictionary(new.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        for d in new where before[d.address] == nil {
+            events.publish("device-appeared", address: d.address, message: "\(d.address) appeared (\(d.vendorId):\(d.deviceId), driver \(d.driver ?? "none"))")
+        }
+        for d in old where after[d.address] == nil {
+            events.publish("device-vanished", address: d.address, message: "\(d.address) is gone")
+        }
+        for d in new {
+            guard let b = before[d.address], b.driver != d.driver || b.driverOverride != d.driverOverride || b.sriov?.numVFs != d.sriov?.numVFs else { continue }
+            events.publish("device-changed", address: d.address,
+                           message: "\(d.address): driver \(b.driver ?? "none") → \(d.driver ?? "none")" + (b.sriov?.numVFs != d.sriov?.numVFs ? ", VFs \(b.sriov?.numVFs ?? 0) → \(d.sriov?.numVFs ?? 0)" : ""))
+        }
+    }
+}
+
+extension DeviceInfo {
+    /// The one mapping from HostPCI's model to the wire type (the CLI's local mode uses it too).
+    public init(_ d: PCIDevice) {
+        self.init(
+            address: d.address.description,
+            vendorId: hex(d.vendorID, 4),
+            deviceId: hex(d.deviceID, 4),
+            subsystemVendorId: d.subsystemVendorID.map { hex($0, 4) },
+            subsystemDeviceId: d.subsystemDeviceID.map { hex($0, 4) },
+            classCode: hex(d.classCode, 6),
+            revision: d.revision.map { hex($0, 2) },
+            vendorName: d.names.vendor,
+            deviceName: d.names.device,
+            subsystemName: d.names.subsystem,
+            className: d.names.deviceClass,
+            driver: d.driver,
+            driverOverride: d.driverOverride,
+            iommuGroup: d.iommuGroup,
+            numaNode: d.numaNode,
+            physfn: d.physfn?.description,
+            vfIndex: d.vfIndex,
+            sriov: d.sriov.map(SRIOVInfo.init),
+            isBridge: d.isBridge,
+            upstream: d.upstream.map(\.description),
+            bars: d.bars.map(BARInfo.init),
+            romSize: d.romSize,
+            capabilities: d.capabilities.map(CapabilitiesInfo.init),
+            resetMethods: d.resetMethods)
+    }
+}
+
+extension SRIOVInfo {
+    public init(_ s: SRIOVPhysicalFunction) {
+        self.init(totalVFs: s.totalVFs, numVFs: s.numVFs, driversAutoprobe: s.driversAutoprobe,
+                  vfOffset: s.vfOffset, vfStride: s.vfStride, vfDeviceId: s.vfDeviceID.map { hex($0, 4) },
+                  vfs: s.vfs.map(\.address.description), vfBars: s.vfBars.map(BARInfo.init))
+    }
+}
+
+extension BARInfo {
+    public init(_ b: BAR) {
+        self.init(index: b.index, type: b.kind.rawValue, start: "0x" + hex(b.start, 1), size: b.size, prefetchable: b.prefetchable)
+    }
+}
+
+extension CapabilitiesInfo {
+    public init(_ c: PCICapabilities) {
+        self.init(
+            msi: c.msi.map { .init(vectors: $0.vectors, is64Bit: $0.is64Bit, perVectorMasking: $0.perVectorMasking, enabled: $0.enabled) },
+            msix: c.msix.map { .init(tableSize: $0.tableSize, tableBar: $0.tableBAR, tableOffset: $0.tableOffset,
+                                     pbaBar: $0.pbaBAR, pbaOffset: $0.pbaOffset, enabled: $0.enabled) },
+            pcie: c.pciExpress.map { .init(portType: $0.portType.rawValue, flr: $0.flr) },
+            sriov: c.sriov.map { .init(initialVFs: $0.initialVFs, totalVFs: $0.totalVFs, numVFs: $0.numVFs,
+                                       firstVFOffset: $0.firstVFOffset, vfStride: $0.vfStride, vfDeviceId: hex($0.vfDeviceID, 4)) },
+            acs: c.acs.map { .init(capability: hex($0.capability, 4), control: hex($0.control, 4), enabled: $0.enabledNames) },
+            ari: c.ari,
+            list: c.all)
+    }
+}
+
+extension IOMMUGroupInfo {
+    public init(_ g: IOMMUGroup) {
+        func member(_ d: PCIDevice) -> Member { Member(address: d.address.description, driver: d.driver, isBridge: d.isBridge) }
+        let blockers = Set(g.blockers.map(\.address))
+        self.init(group: g.number, devices: g.devices.map(member), otherMembers: g.otherMembers,
+                  viable: blockers.isEmpty, blockers: g.devices.filter { blockers.contains($0.address) }.map(member))
+    }
+}

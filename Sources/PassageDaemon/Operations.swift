@@ -1,0 +1,142 @@
+import Foundation
+import HostPCI
+import PassageAPI
+import SRIOV
+
+/// Long operations (VF creation and removal): started by a request that returns at once with an
+/// operation resource, run on the change queue, their progress kept here and published as events.
+public final class OperationRegistry: @unchecked Sendable {
+    private let lock = NSLock()
+    private var operations: [String: OperationInfo] = [:]
+    private var order: [String] = []
+    let events: EventHub
+
+    init(events: EventHub) { self.events = events }
+
+    func start(kind: String, target: String) -> String {
+        let id = "op-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        lock.withLock {
+            operations[id] = OperationInfo(id: id, kind: kind, state: "running", target: target, progress: [], error: nil, result: nil)
+            order.append(id)
+            if order.count > 500 { operations[order.removeFirst()] = nil }
+        }
+        events.publish("operation-progress", address: target, operationId: id, message: "\(kind) on \(target) started")
+        return id
+    }
+
+    func progress(_ id: String, _ line: String) {
+        let target = lock.withLock { () -> String? in
+            operations[id]?.progress.append(line)
+            return operations[id]?.target
+        }
+        events.publish("operation-progress", address: target, operationId: id, message: line)
+    }
+
+    func finish(_ id: String, result: VFOperationInfo?, error: APIError?) {
+        let target = lock.withLock { () -> String? in
+            operations[id]?.state = error == nil ? "succeeded" : "failed"
+            operations[id]?.result = result
+            operations[id]?.error = error?.info
+            return operations[id]?.target
+        }
+        events.publish("operation-finished", address: target, operationId: id,
+                       message: error.map { "failed: \($0.message)" } ?? "succeeded")
+    }
+
+    public func get(_ id: String) -> OperationInfo? { lock.withLock { operations[id] } }
+    public func all() -> [OperationInfo] { lock.withLock { order.compactMap { operations[$0] } } }
+}
+
+extension ClaimService {
+    /// Starts `vf create` as an operation; returns its id at once.
+    func startVFCreate(pf: PCIAddress, request r: VFCreateRequest, operations: OperationRegistry) -> String {
+        let id = operations.start(kind: "vf-create", target: pf.description)
+        let writer = self.writer
+        let root = self.root
+        Task {
+            do {
+                let result = try await serialized { () throws -> VFOperationInfo in
+                    let intent = try self.store.beginIntent(kind: "vf-create", payload: "\(pf) \(r.count)", now: Self.now())
+                    defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
+                    let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
+                                                      passthrough: PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: self.usage))
+                    var resources: (any VFResourceProvisioner)?
+                    if let q = r.nvmeQueues, let i = r.nvmeInterrupts {
+                        resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i)
+                    } else if (r.nvmeQueues == nil) != (r.nvmeInterrupts == nil) {
+                        throw APIError.badRequest("nvmeQueues and nvmeInterrupts go together")
+                    }
+                    let result = try provisioning.create(.init(pf: pf, count: r.count, driver: r.driver, autoprobe: r.autoprobe, resources: resources)) { vf in
+                        operations.progress(id, "VF \(vf.index) \(vf.address) ready" + (vf.driver.map { " on \($0)" } ?? ""))
+                    }
+                    _ = try? self.inventory.refresh()
+                    return VFOperationInfo(result)
+                }
+                operations.finish(id, result: result, error: nil)
+            } catch {
+                _ = try? inventory.refresh()
+                operations.finish(id, result: nil, error: APIError(error))
+            }
+        }
+        return id
+    }
+
+    func startVFRemove(pf: PCIAddress, operations: OperationRegistry) -> String {
+        let id = operations.start(kind: "vf-remove", target: pf.description)
+        let writer = self.writer
+        let root = self.root
+        Task {
+            do {
+                let result = try await serialized { () throws -> VFOperationInfo in
+                    let holds = try self.store.groupHolds()
+                    let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
+                    let snapshot = try self.inventory.current()
+                    for vf in vfs {
+                        if let g = snapshot.devices.first(where: { $0.address == vf.address })?.iommuGroup, let holder = holds[g] {
+                            throw APIError(409, "vfs-in-use", "VF \(vf.address) of \(pf) is held by claim \(holder); release it before removing the VFs")
+                        }
+                    }
+                    let intent = try self.store.beginIntent(kind: "vf-remove", payload: pf.description, now: Self.now())
+                    defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
+                    let actions = try VFManager(root: root, writer: writer).setCount(pf: pf, count: 0)
+                    _ = try? self.inventory.refresh()
+                    return VFOperationInfo(pf: pf.description, dryRun: false, numVFs: 0, vfs: [], actions: actions.map(\.description))
+                }
+                operations.finish(id, result: result, error: nil)
+            } catch {
+                operations.finish(id, result: nil, error: APIError(error))
+            }
+        }
+        return id
+    }
+}
+
+/// NVMe resources for VFs created through the API (the CLI has its own twin in its local mode).
+public struct NVMeVFResources: VFResourceProvisioner {
+    public let provisioner: NVMeVFProvisioner
+    public let queues: Int
+    public let interrupts: Int
+
+    public init(provisioner: NVMeVFProvisioner, queues: Int, interrupts: Int) {
+        self.provisioner = provisioner
+        self.queues = queues
+        self.interrupts = interrupts
+    }
+
+    public func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction] {
+        try provisioner.prepareForVFs(pf: pf, dryRun: dryRun)
+    }
+
+    public func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction] {
+        try provisioner.provision(pf: pf, vfIndex: vfIndex, queues: queues, interrupts: interrupts, dryRun: dryRun)
+    }
+}
+
+extension VFOperationInfo {
+    public init(_ r: VFProvisioning.Result, dryRun: Bool = false) {
+        self.init(pf: r.pf.description, dryRun: dryRun, numVFs: r.numVFs,
+                  vfs: r.vfs.map { .init(index: $0.index, address: $0.address.description, driver: $0.driver,
+                                         iommuGroup: $0.iommuGroup, actions: $0.actions.map(\.description)) },
+                  actions: r.actions.map(\.description))
+    }
+}
