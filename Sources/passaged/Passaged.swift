@@ -1,12 +1,21 @@
 import ArgumentParser
+import Foundation
+import HostPCI
+import Logging
 import PassageDaemon
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct Passaged: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "passaged",
         abstract: "The Passage daemon: owns the host's assignable PCI devices and serves the API on a Unix socket.",
-        version: "0.1.0"
+        discussion: "SIGTERM or SIGINT: graceful shutdown. Under systemd socket activation the passed socket is used instead of --socket.",
+        version: APIHandler.version
     )
 
     @Option(name: .long, help: ArgumentHelp("Unix socket to serve the API on.", valueName: "PATH"))
@@ -15,11 +24,50 @@ struct Passaged: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Directory of the durable state (SQLite).", valueName: "DIR"))
     var stateDir: String = "/var/lib/passage"
 
-    @Option(name: .long, help: ArgumentHelp("Root of the sysfs tree to manage (fixture trees in tests).", valueName: "DIR"))
+    @Option(name: .long, help: ArgumentHelp("Root of the sysfs tree to manage (fixture trees work for everything that needs no kernel reaction).", valueName: "DIR"))
     var sysfsRoot: String = "/sys"
 
+    @Option(name: .long, help: ArgumentHelp("Group whose members may change things (besides root); the socket gets this group.", valueName: "NAME"))
+    var group: String = "passage"
+
+    @Option(name: .long, help: ArgumentHelp("Seconds between background rescans of sysfs.", valueName: "S"))
+    var rescanInterval: Double = 5
+
     func run() async throws {
-        _ = try Store(directory: stateDir)
-        print("passaged: state at \(stateDir), socket \(socket), sysfs \(sysfsRoot): the API server is not wired yet")
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = ProcessInfo.processInfo.environment["PASSAGE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .info
+            return h
+        }
+        let logger = Logger(label: "passaged")
+        let root = SysfsRoot(path: sysfsRoot)
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(stateDirectory: stateDir, root: root, authorizer: Authorizer(groupName: group))
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ExitCode(1)
+        }
+        let server: UnixHTTPServer
+        do {
+            if let fd = UnixHTTPServer.systemdListenDescriptor() {
+                server = UnixHTTPServer(listeningDescriptor: fd, handler: daemon.api, logger: logger)
+            } else {
+                let dir = (socket as NSString).deletingLastPathComponent
+                try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+                let gid = getgrnam(group).map { $0.pointee.gr_gid }
+                server = try UnixHTTPServer(socketPath: socket, mode: 0o660, group: gid, handler: daemon.api, logger: logger)
+            }
+        } catch {
+            logger.critical("cannot serve on \(socket): \(error)")
+            throw ExitCode(1)
+        }
+        logger.info("passaged \(APIHandler.version): socket \(server.socketPath ?? "from systemd"), state \(daemon.store.path), sysfs \(root.path)")
+        let group = ServiceGroup(
+            services: [server, ReconcileService(daemon: daemon, interval: .milliseconds(Int64(rescanInterval * 1000)), logger: logger)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        try await group.run()
+        logger.info("passaged stopped")
     }
 }
