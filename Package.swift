@@ -36,6 +36,8 @@ let package = Package(
         .target(name: "SRIOV", dependencies: ["HostPCI", "CLinux", "CNetlink"]),
         // Typed owners of the KVM system, VM and vCPU file descriptors; KVM_RUN and its exits.
         .target(name: "KVM", dependencies: ["CLinux"]),
+        // The machine: guest memory, x86-64 Linux boot, serial, i8042, PCI host bridge, vCPU threads.
+        .target(name: "VMM", dependencies: ["KVM"]),
         // Codable wire types shared by the CLI and (later) the daemon.
         .target(
             name: "PassageAPI",
@@ -75,6 +77,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Boots one Linux guest: the standalone VMM (docs/vmm.md).
+        .executableTarget(
+            name: "passage-vmm",
+            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "inventory-bench",
             dependencies: ["SysfsFixtures"],
@@ -82,7 +89,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PassageTests",
-            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM"]
+            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM"]
         ),
     ],
     swiftLanguageModes: [.v6]

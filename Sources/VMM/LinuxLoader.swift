@@ -1,0 +1,107 @@
+/// Loads a bzImage, an initramfs and a command line into guest memory and writes the zero page
+/// (`boot_params`) with the e820 map, as the 64-bit Linux boot protocol asks.
+public struct LinuxLoader {
+    /// e820 types.
+    public enum E820Type: UInt32, Sendable { case ram = 1, reserved = 2 }
+
+    public struct E820Entry: Sendable, Equatable {
+        public let address: UInt64
+        public let size: UInt64
+        public let type: E820Type
+    }
+
+    /// What the vCPU needs to start the kernel.
+    public struct Loaded: Sendable {
+        public let entryPoint: UInt64
+        public let bootParams: UInt64
+        public let initrdAddress: UInt64
+        public let initrdSize: Int
+        public let kernelEnd: UInt64
+    }
+
+    /// The memory map Linux gets: base memory up to the MP table, the MP table reserved,
+    /// RAM from 1 MiB to the PCI hole, RAM above 4 GiB.
+    public static func e820(for memory: GuestMemory) -> [E820Entry] {
+        var map = [
+            E820Entry(address: 0, size: BootLayout.mpTable, type: .ram),
+            E820Entry(address: BootLayout.mpTable, size: BootLayout.baseMemoryEnd - BootLayout.mpTable, type: .reserved),
+            E820Entry(address: 0x10_0000, size: memory.lowMemoryEnd - 0x10_0000, type: .ram),
+        ]
+        if memory.regions.count > 1 {
+            map.append(E820Entry(address: memory.regions[1].guestAddress, size: memory.regions[1].size, type: .ram))
+        }
+        return map
+    }
+
+    /// Loads everything. `cpus` sizes the MP table.
+    public static func load(kernel kernelPath: String, initramfs initrdPath: String?, commandLine: String,
+                            cpus: Int, into memory: GuestMemory) throws(VMMError) -> Loaded {
+        let file = try HostFile(kernelPath, what: "the kernel image", code: .badKernel)
+        let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.maximumSetupSize), fileSize: file.size, name: kernelPath)
+
+        // The kernel at 1 MiB; it needs init_size bytes from there.
+        let load = LinuxBootImage.loadAddress
+        let kernelEnd = load + UInt64(max(UInt64(image.initSize), UInt64(image.kernelSize)))
+        guard kernelEnd <= memory.lowMemoryEnd else {
+            throw VMMError(.notEnoughMemory, "\(kernelPath) needs \(image.initSize >> 20) MiB from its load address at 1 MiB (init_size), more than the \(memory.size >> 20) MiB of guest memory: give the guest more memory (--memory)")
+        }
+        guard let kernelDst = memory.pointer(load, count: image.kernelSize) else {
+            throw VMMError(.notEnoughMemory, "\(kernelPath) does not fit in guest memory")
+        }
+        try file.read(into: kernelDst, count: image.kernelSize, offset: image.setupSize)
+
+        // The command line.
+        let cmdline = Array(commandLine.utf8)
+        let cmdlineMax = min(Int(image.commandLineMax), Int(BootLayout.commandLineMax) - 1)
+        guard cmdline.count <= cmdlineMax else {
+            throw VMMError(.badConfiguration, "the kernel command line is \(cmdline.count) bytes; \(kernelPath) accepts at most \(cmdlineMax)")
+        }
+        guard !cmdline.contains(0) else { throw VMMError(.badConfiguration, "the kernel command line contains a NUL byte") }
+        try memory.write(cmdline + [0], at: BootLayout.commandLine)
+
+        // The initramfs: as high as the kernel allows, page-aligned, above the kernel.
+        var initrdAddress: UInt64 = 0, initrdSize = 0
+        if let initrdPath {
+            let initrd = try HostFile(initrdPath, what: "the initramfs", code: .badInitramfs)
+            guard initrd.size > 0 else { throw VMMError(.badInitramfs, "the initramfs \(initrdPath) is empty") }
+            let top = min(memory.lowMemoryEnd, UInt64(image.initrdAddressMax) + 1)
+            let size = UInt64(initrd.size)
+            guard size <= top, (top - size) & ~0xFFF >= kernelEnd else {
+                let need = (kernelEnd + size) >> 20 + 1
+                throw VMMError(.notEnoughMemory, "the kernel (\(image.initSize >> 20) MiB from 1 MiB) and the initramfs \(initrdPath) (\(size >> 20) MiB) need more than \(memory.size >> 20) MiB of guest memory: give the guest at least \(need) MiB (--memory)")
+            }
+            initrdAddress = (top - size) & ~0xFFF
+            guard let dst = memory.pointer(initrdAddress, count: initrd.size) else {
+                throw VMMError(.notEnoughMemory, "the initramfs does not fit in guest memory")
+            }
+            try initrd.read(into: dst, count: initrd.size, offset: 0)
+            initrdSize = initrd.size
+        }
+
+        // The zero page: the setup header as found in the image, then what the loader fills in.
+        let bp = BootLayout.bootParams
+        guard let zero = memory.pointer(bp, count: 4096) else { throw VMMError(.notEnoughMemory, "no room for boot_params") }
+        zero.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        try memory.write(image.setup[0x1F1..<image.headerEnd], at: bp + 0x1F1)
+        try memory.store(UInt8(0xFF), at: bp + 0x210)                                  // type_of_loader: undefined
+        try memory.store(image.setup[0x211] | 0x80, at: bp + 0x211)                    // loadflags |= CAN_USE_HEAP
+        try memory.store(UInt16(0xFE00), at: bp + 0x224)                               // heap_end_ptr
+        try memory.store(UInt32(BootLayout.commandLine), at: bp + 0x228)               // cmd_line_ptr
+        try memory.store(UInt32(truncatingIfNeeded: initrdAddress), at: bp + 0x218)    // ramdisk_image
+        try memory.store(UInt32(truncatingIfNeeded: initrdSize), at: bp + 0x21C)       // ramdisk_size
+        try memory.store(UInt32(truncatingIfNeeded: initrdAddress >> 32), at: bp + 0x0C0) // ext_ramdisk_image
+        try memory.store(UInt32(truncatingIfNeeded: UInt64(initrdSize) >> 32), at: bp + 0x0C4)
+        let map = e820(for: memory)
+        try memory.store(UInt8(map.count), at: bp + 0x1E8)                             // e820_entries
+        for (i, e) in map.enumerated() {
+            let at = bp + 0x2D0 + UInt64(20 * i)                                       // e820_table
+            try memory.store(e.address, at: at)
+            try memory.store(e.size, at: at + 8)
+            try memory.store(e.type.rawValue, at: at + 16)
+        }
+
+        try memory.write(MPTable.build(cpus: cpus, at: BootLayout.mpTable), at: BootLayout.mpTable)
+        return Loaded(entryPoint: image.entryPoint64, bootParams: bp, initrdAddress: initrdAddress,
+                      initrdSize: initrdSize, kernelEnd: kernelEnd)
+    }
+}

@@ -1,0 +1,143 @@
+import KVM
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One x86-64 virtual machine booting Linux directly at its 64-bit entry point: KVM with the
+/// in-kernel irqchip and PIT, guest RAM, the kernel, initramfs and boot structures loaded, a
+/// COM1 UART, the i8042 (reset), a PCI host bridge, and one thread per vCPU.
+public final class Machine: @unchecked Sendable {
+    public let config: VMConfig
+    public let kvm: KVMSystem
+    public let vm: KVMVirtualMachine
+    public let memory: GuestMemory
+    public let io = IOBus()
+    public let loaded: LinuxLoader.Loaded
+    let console: Console
+    let serial: Serial8250
+    let serialIRQ: EventFD
+    let ioDelay: EventFD
+    let control = MachineControl()
+    let vcpus: [KVMVirtualCPU]
+
+    /// Builds the machine; nothing runs until `run()`.
+    public init(config: VMConfig) throws(VMMError) {
+        try config.validate()
+        self.config = config
+        do {
+            kvm = try KVMSystem()
+            try kvm.require(KVMCapability.forLinuxGuest)
+            let maxVCPUs = kvm.check(.maxVCPUs)
+            guard maxVCPUs == 0 || config.vcpus <= maxVCPUs else {
+                throw VMMError(.badConfiguration, "this KVM runs at most \(maxVCPUs) vCPUs per VM, not \(config.vcpus)")
+            }
+            vm = try kvm.createVM()
+            try vm.setTSSAddress(BootLayout.tss)
+            try? vm.setIdentityMapAddress(BootLayout.identityMap)
+            try vm.createIRQChip()
+            try vm.createPIT2()
+        } catch let e as KVMError { throw VMMError(e) } catch let e as VMMError { throw e } catch { throw VMMError(.kvm, "\(error)") }
+
+        memory = try GuestMemory(size: config.memory, hugePages: config.hugePages)
+        do { try memory.register(with: vm) } catch { throw VMMError(error) }
+        loaded = try LinuxLoader.load(kernel: config.kernel, initramfs: config.initramfs, commandLine: config.commandLine,
+                                      cpus: config.vcpus, into: memory)
+        try X86CPUSetup.writeBootTables(memory)
+
+        switch config.console {
+        case .stdout: console = .standardOutput()
+        case .none: console = .none()
+        case .file(let path): console = try .file(path)
+        }
+        do {
+            serialIRQ = try EventFD()
+            try vm.registerIRQFD(serialIRQ, gsi: Serial8250.com1IRQ)
+            // Port 0x80 (the POST port Linux writes for I/O delays): swallowed in the kernel.
+            ioDelay = try EventFD()
+            try vm.registerIOEventFD(ioDelay, space: .port, address: 0x80, length: 1)
+        } catch { throw VMMError(error) }
+        let irq = serialIRQ, console = console, control = control
+        serial = Serial8250(output: { console.put($0) }, interrupt: { try? irq.signal() })
+        io.register(serial, base: Serial8250.com1Base, count: 8)
+        io.register(I8042(reset: { control.stop(.reset) }), base: I8042.basePort, count: I8042.portCount)
+        io.register(PCIHostBridge(), base: PCIHostBridge.addressPort, count: 8)
+
+        do {
+            let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), tscDeadline: kvm.check(.tscDeadlineTimer) != 0)
+            var vcpus: [KVMVirtualCPU] = []
+            for i in 0..<config.vcpus {
+                let vcpu = try vm.createVCPU(id: UInt32(i))
+                try vcpu.setCPUID(template.entries(for: i, of: config.vcpus))
+                try X86CPUSetup.setBootMSRs(vcpu)
+                try X86CPUSetup.setLocalInterrupts(vcpu)
+                if i == 0 { try X86CPUSetup.setBootRegisters(vcpu, entry: loaded.entryPoint, bootParams: loaded.bootParams) }
+                vcpus.append(vcpu)
+            }
+            self.vcpus = vcpus
+        } catch { throw VMMError(error) }
+    }
+
+    /// Runs the guest until it powers off, resets or crashes, or SIGINT/SIGTERM arrives.
+    /// Blocks the calling thread (which handles those signals) and returns how the VM ended.
+    public func run() throws(VMMError) -> MachineExit {
+        // The calling thread takes SIGINT, SIGTERM and the stop notice (SIGUSR1) with sigwait;
+        // threads created from here inherit the mask, so no other thread is chosen for them.
+        var waitSet = sigset_t()
+        sigemptyset(&waitSet)
+        for s in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&waitSet, s) }
+        var oldMask = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &waitSet, &oldMask)
+        defer { pthread_sigmask(SIG_SETMASK, &oldMask, nil) }
+        VCPUThread.installKickHandler()
+
+        let me = pthread_self()
+        control.onStop = { pthread_kill(me, SIGUSR1) }
+        let exits = ExitHandler(io: io)
+        let threads = vcpus.map { VCPUThread(vcpu: $0, machine: control, exits: exits) }
+        control.threads = threads
+        let terminal = ConsoleInput.start(config: config, serial: serial, io: io, control: control)
+        defer { terminal?.restore() }
+        for t in threads {
+            do { try t.start() } catch {
+                control.stop(.crashed(error.message))
+                break
+            }
+        }
+        while control.exit == nil {
+            var sig: Int32 = 0
+            guard sigwait(&waitSet, &sig) == 0 else { continue }
+            switch sig {
+            case SIGINT: control.stop(.stopped("SIGINT"))
+            case SIGTERM: control.stop(.stopped("SIGTERM"))
+            default: break
+            }
+        }
+        for t in threads { t.join() }
+        // Drain the stop notice still pending when the stop came from this thread's own sigwait.
+        var notice = sigset_t()
+        sigemptyset(&notice)
+        sigaddset(&notice, SIGUSR1)
+        var zero = timespec()
+        while sigtimedwait(&notice, nil, &zero) == SIGUSR1 {}
+        console.flush()
+        return control.exit!
+    }
+
+    /// Resident memory of this process and the part of it that is guest RAM the guest touched.
+    public func memoryUsage() -> (processResident: Int, guestResident: Int) {
+        var rss = 0
+        let fd = open("/proc/self/statm", O_RDONLY)
+        if fd >= 0 {
+            var buf = [UInt8](repeating: 0, count: 128)
+            let n = read(fd, &buf, 127)
+            close(fd)
+            if n > 0 {
+                let fields = String(decoding: buf[0..<n], as: UTF8.self).split(separator: " ")
+                if fields.count > 1, let pages = Int(fields[1]) { rss = pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
+            }
+        }
+        return (rss, memory.mapping.residentBytes())
+    }
+}

@@ -1,0 +1,34 @@
+import KVM
+
+/// The one error type of the VMM: what failed, in words that name the thing and the fix.
+public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable, Equatable {
+        /// The kernel image is not a bzImage this VMM can boot.
+        case badKernel = "bad-kernel"
+        /// The initramfs is missing or unreadable.
+        case badInitramfs = "bad-initramfs"
+        /// The guest does not fit in the memory asked for.
+        case notEnoughMemory = "not-enough-memory"
+        /// A configuration value is out of range or malformed.
+        case badConfiguration = "bad-configuration"
+        /// A file could not be read or written.
+        case io
+        /// The KVM layer failed (the message is KVM's).
+        case kvm
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public init(_ error: KVMError) {
+        self.code = .kvm
+        self.message = error.message
+    }
+
+    public var description: String { message }
+}
