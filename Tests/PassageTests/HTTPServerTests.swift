@@ -216,7 +216,7 @@ struct HTTPServerTests {
             #expect(response.status == 408)
             #expect(response.errorCode == "request-timeout")
             #expect(closed)
-            #expect(elapsed >= 0.5 && elapsed < 3, "closed after \(elapsed)s")
+            #expect(elapsed >= 0.5 && elapsed < 4, "closed after \(elapsed)s")
             #expect(servedOthersAfter < elapsed)
             #expect(s.server.metrics.snapshot().requestTimeouts == 1)
         }
@@ -237,7 +237,7 @@ struct HTTPServerTests {
             }
             #expect(status == 408)
             #expect(code == "request-timeout")
-            #expect(elapsed >= 0.9 && elapsed < 2.5, "408 after \(elapsed)s")
+            #expect(elapsed >= 0.9 && elapsed < 4, "408 after \(elapsed)s")
             #expect(s.handler.calls.load(ordering: .relaxed) == 0)
         }
     }
@@ -255,7 +255,7 @@ struct HTTPServerTests {
             #expect(status == 200)
             #expect(closed)
             #expect(bytes.isEmpty)
-            #expect(elapsed >= 0.3 && elapsed < 2, "closed after \(elapsed)s")
+            #expect(elapsed >= 0.3 && elapsed < 4, "closed after \(elapsed)s")
             #expect(s.server.metrics.snapshot().idleTimeouts == 1)
         }
     }
@@ -324,6 +324,42 @@ struct HTTPServerTests {
             }
             #expect(s.handler.calls.load(ordering: .relaxed) == 0)
             #expect(s.server.metrics.snapshot().malformedRequests == bad.count)
+        }
+    }
+
+    @Test func halfClosedClientAndHTTP10GetTheirResponsesThenClose() async throws {
+        try await withServer { s in
+            let path = s.path
+            // Request, then shutdown(SHUT_WR), as `nc -N` does.
+            let (r1, closed1) = try await offPool {
+                let c = try RawClient(path)
+                try c.send(request("GET", "/slow?ms=100"))
+                Glibc.shutdown(c.fd, Int32(SHUT_WR))
+                let r = try c.readResponse()
+                return (r, c.waitForClose(timeout: 3).closed)
+            }
+            #expect(r1.status == 200)
+            #expect(r1.text == "slow done")
+            #expect(closed1)
+            // HTTP/1.0 without keep-alive: the connection ends after the response.
+            let (r2, closed2) = try await offPool {
+                let c = try RawClient(path)
+                try c.send("GET /plain HTTP/1.0\r\n\r\n")
+                let r = try c.readResponse()
+                return (r, c.waitForClose(timeout: 3).closed)
+            }
+            #expect(r2.status == 200)
+            #expect(r2.text == "ok")
+            #expect(closed2)
+            // HEAD: the length of the body, but no body.
+            let r3 = try await offPool {
+                let c = try RawClient(path)
+                try c.send(request("HEAD", "/plain") + request("GET", "/plain"))
+                let head = try c.readHead()
+                return (head, try c.readResponse())
+            }
+            #expect(r3.0.status == 200 && r3.0.headers["content-length"] == "2")
+            #expect(r3.1.text == "ok")
         }
     }
 
@@ -414,6 +450,21 @@ struct HTTPServerTests {
         #expect(try await offPool { idle.waitForClose(timeout: 1).closed })
         #expect(!FileManager.default.fileExists(atPath: path), "socket file left behind")
         #expect(throws: (any Error).self) { try RawClient(path) }
+        try? FileManager.default.removeItem(atPath: s.dir)
+    }
+
+    @Test func cancellationClosesEverythingAtOnce() async throws {
+        let s = try RunningServer()
+        let path = s.path
+        async let slow = curl(path, ["http://localhost/slow?ms=5000"])
+        while s.handler.calls.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        let start = Date()
+        s.task.cancel()
+        _ = try? await s.task.value
+        let r = try await slow
+        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(r.exitStatus != 0, "curl got \(r.responses)")
+        #expect(!FileManager.default.fileExists(atPath: path))
         try? FileManager.default.removeItem(atPath: s.dir)
     }
 
