@@ -21,6 +21,7 @@ public final class UnixHTTPServer: Service, Sendable {
     /// The socket file, when this server bound it (nil for a systemd-passed socket).
     public let socketPath: String?
     public let limits: HTTPLimits
+    /// Counters for `/v1/metrics`; pass your own instance to the initializer to hold it before the server exists.
     public let metrics: HTTPServerMetrics
 
     private let handler: any HTTPHandler
@@ -34,7 +35,7 @@ public final class UnixHTTPServer: Service, Sendable {
     /// on it), sets its mode and group, and listens.
     /// - Throws: `HTTPServerError` (`socket-in-use`, `not-a-socket`, `bind-failed`, …).
     public init(socketPath: String, mode: mode_t = 0o660, group: gid_t? = nil, limits: HTTPLimits = .init(),
-                handler: any HTTPHandler, logger: Logger,
+                handler: any HTTPHandler, logger: Logger, metrics: HTTPServerMetrics = HTTPServerMetrics(),
                 eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
         let bound = try UnixSocketListener.bind(path: socketPath, mode: mode, group: group,
                                                 backlog: Int32(clamping: max(limits.maxConnections, 128)))
@@ -45,13 +46,13 @@ public final class UnixHTTPServer: Service, Sendable {
         self.handler = handler
         self.logger = logger
         self.group = eventLoopGroup
-        self.metrics = HTTPServerMetrics()
+        self.metrics = metrics
     }
 
     /// Serves on a socket that is already bound and listening, e.g. systemd's (see
     /// `systemdListenDescriptor()`). The server owns the descriptor from now on.
     public init(listeningDescriptor: Int32, limits: HTTPLimits = .init(), handler: any HTTPHandler, logger: Logger,
-                eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+                metrics: HTTPServerMetrics = HTTPServerMetrics(), eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.socketPath = nil
         self.socketIdentity = nil
         self.listener = Mutex(listeningDescriptor)
@@ -59,7 +60,7 @@ public final class UnixHTTPServer: Service, Sendable {
         self.handler = handler
         self.logger = logger
         self.group = eventLoopGroup
-        self.metrics = HTTPServerMetrics()
+        self.metrics = metrics
     }
 
     deinit {
