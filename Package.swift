@@ -87,6 +87,13 @@ let package = Package(
             dependencies: ["SysfsFixtures"],
             path: "Benchmarks/InventoryBench"
         ),
+        // Exit round trip: passage-vmm's exit loop vs a minimal C KVM loop (Benchmarks/VMMExitBench/run.sh).
+        .executableTarget(
+            name: "vmm-exit-bench",
+            dependencies: ["KVM", "VMM"],
+            path: "Benchmarks/VMMExitBench",
+            exclude: ["minimal-kvm-loop.c", "run.sh"]
+        ),
         .testTarget(
             name: "PassageTests",
             dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM"]

@@ -87,15 +87,16 @@ final class VCPUThread: @unchecked Sendable {
 }
 
 /// Turns exits into device accesses; returns how the machine ends when an exit ends it.
-final class ExitHandler: @unchecked Sendable {
+/// The body of every vCPU thread's loop (public for the exit benchmark).
+public final class ExitHandler: @unchecked Sendable {
     let io: IOBus
 
-    init(io: IOBus) {
+    public init(io: IOBus) {
         self.io = io
     }
 
     @inline(__always)
-    func handle(_ exit: KVMExit, vcpu: UInt32) -> MachineExit? {
+    public func handle(_ exit: KVMExit, vcpu: UInt32) -> MachineExit? {
         switch exit {
         case let .portOut(port, size, count, data):
             if count == 1 {

@@ -1,5 +1,6 @@
 /// The i8042 keyboard controller, as far as a guest without a keyboard needs it: the
-/// controller's own commands answer (so Linux's probe ends quickly), and the two ways a guest
+/// controller's own commands answer at once (every unanswered command costs Linux's probe a
+/// 500 ms timeout of status polls, each a VM exit), and the two ways a guest
 /// resets the machine through it — command 0xFE (pulse reset) and writing an output port value
 /// with bit 0 clear — end the VM.
 public final class I8042: PortIODevice {
@@ -38,6 +39,11 @@ public final class I8042: PortIODevice {
             case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: pendingCommand = v // a data byte follows
             case 0xAA: output.append(0x55)                 // controller self-test passed
             case 0xAB: output.append(0x00)                 // keyboard interface test passed
+            case 0xA9: output.append(0x01)                 // aux interface test: clock stuck low, no mouse port
+            case 0xA7: commandByte |= 0x20                 // disable aux
+            case 0xA8: commandByte &= ~0x20                // enable aux
+            case 0xAD: commandByte |= 0x10                 // disable keyboard
+            case 0xAE: commandByte &= ~0x10                // enable keyboard
             case 0xFE: reset()                             // pulse the reset line
             default: break                                 // enable/disable ports, …
             }
@@ -47,6 +53,8 @@ public final class I8042: PortIODevice {
         switch pendingCommand {
         case 0x60: commandByte = v
         case 0xD1: if v & 0x01 == 0 { reset() }            // output port: bit 0 is the reset line
+        case 0xD3: output.append(~v)                       // aux loopback: answer at once, but not the byte
+                                                            // sent, so the guest decides there is no aux port
         default: break                                      // keyboard/aux bytes: no device attached
         }
         pendingCommand = nil

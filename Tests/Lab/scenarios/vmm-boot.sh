@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# lab-topology: minimal
+# lab-timeout: 900
+#
+# passage-vmm boots the Debian kernel with a busybox initramfs (guest/vmm-init) on L1's nested
+# KVM, with 1 and 2 vCPUs: the guest must print its marker, see the CPUs and the memory asked
+# for, and end the VMM cleanly (reboot=k → i8042 reset → exit 0). Then the benchmarks of
+# issue 7, with the same kernel, initramfs and command line:
+#   LAB-TIMING vmm_boot_… passage-vmm vs QEMU -M microvm and -M q35 -kernel: host seconds from
+#              start to the marker line, median of $VMM_BENCH_RUNS runs, and the ratio to the
+#              faster QEMU (goal ≤ 0.5)
+#   LAB-TIMING vmm_memory_overhead_kib   passage-vmm RSS minus guest memory touched, 256 MiB,
+#              1 vCPU (goal ≤ 5120)
+set -uo pipefail
+. "$LAB_DIR/guest/lib.sh"
+
+runs=${LAB_ARG_VMM_BENCH_RUNS:-${PASSAGE_VMM_BENCH_RUNS:-5}}
+vmm=$PASSAGE_BIN/passage-vmm
+work=/tmp/vmm-lab
+mkdir -p "$work" "$LAB_OUT"
+
+grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM (need -cpu max under TCG)"
+modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_check "/dev/kvm exists in L1" test -c /dev/kvm
+[[ -x $vmm ]] || lab_fatal "$vmm not built (swift build --product passage-vmm)"
+
+# The guest's initramfs: busybox and guest/vmm-init, built here (tmpfs), no modules.
+stage=$work/initramfs
+rm -rf "$stage"; mkdir -p "$stage"/{bin,proc,sys,dev}
+cp /bin/busybox "$stage/bin/busybox"
+ln -s busybox "$stage/bin/sh"
+cp "$LAB_DIR/guest/vmm-init" "$stage/init"
+chmod 755 "$stage/init"
+initrd=$work/vmm-initramfs.cpio
+(cd "$stage" && find . | cpio -o -H newc -R 0:0 --quiet) >"$initrd" || lab_fatal "building the initramfs failed"
+lab_log "initramfs $(du -k "$initrd" | cut -f1) KiB, kernel $LAB_KERNEL"
+
+# pci=noearly: TCG's -cpu max says AMD family 15, which has a GART, so Linux's early GART
+# probe scans all 256 PCI buses through 0xCF8/0xCFC — two nested exits per device, seconds in
+# this lab, for every VMM alike. The same command line is used for QEMU.
+cmdline=${LAB_ARG_VMM_CMDLINE:-"console=ttyS0 reboot=k panic=-1 quiet pci=noearly"}
+
+# LAB_ARG_VMM_DEBUG=1: one verbose boot with the whole console, nothing else.
+if [[ -n ${LAB_ARG_VMM_DEBUG:-} ]]; then
+    timeout -k 5 120 "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus "${LAB_ARG_VMM_DEBUG_VCPUS:-1}" \
+        --cmdline "${LAB_ARG_VMM_CMDLINE:-console=ttyS0 reboot=k panic=-1 pci=noearly}" --stats </dev/null 2>&1 | sed 's/^/L2| /'
+    lab_done
+fi
+
+# boot_run LOG CMD...: runs CMD (console on stdout), copies its output to LOG, sets
+# BOOT_MARKER_S (seconds from start to the VMM-MARKER line, or empty), BOOT_TOTAL_S and BOOT_RC.
+boot_run() {
+    local log=$1; shift
+    local t0=$EPOCHREALTIME line tm='' rcfile=$work/rc.$$
+    {
+        timeout -k 5 120 "$@" </dev/null 2>"$log.err"
+        echo $? >"$rcfile"
+    } | while IFS= read -r line; do
+        if [[ -z $tm && $line == *VMM-MARKER* ]]; then tm=$EPOCHREALTIME; echo "$tm" >"$log.marker"; fi
+        printf '%s\n' "$line"
+    done >"$log"
+    BOOT_TOTAL_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')
+    BOOT_MARKER_S=
+    [[ -s $log.marker ]] && BOOT_MARKER_S=$(awk -v a="$t0" -v b="$(cat "$log.marker")" 'BEGIN { printf "%.3f", b - a }')
+    rm -f "$log.marker"
+    BOOT_RC=$(cat "$rcfile" 2>/dev/null || echo '?')
+}
+
+field() { tr -d '\r' <"$1" | sed -n "s/^$2 //p" | tail -n1; }
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ---- correctness: 1 and 2 vCPUs -------------------------------------------------------------
+for n in 1 2; do
+    log=$LAB_OUT/vmm-boot-$n.log
+    boot_run "$log" "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus "$n" --cmdline "$cmdline"
+    tr -d '\r' <"$log" | sed "s/^/L2[$n]| /" | tail -n 40
+    sed "s/^/L2[$n] stderr| /" "$log.err"
+    lab_eq "[$n vCPU] passage-vmm exits 0 (guest reset through the i8042)" 0 "$BOOT_RC"
+    lab_check "[$n vCPU] the guest printed its marker" grep -aq VMM-MARKER "$log"
+    lab_check "[$n vCPU] passage-vmm says the guest reset the machine" grep -q 'the guest reset the machine' "$log.err"
+    lab_eq "[$n vCPU] the guest sees $n CPUs" "$n" "$(field "$log" VMM-CPUS)"
+    lab_eq "[$n vCPU] all of them online" "$([[ $n == 1 ]] && echo 0 || echo "0-$((n - 1))")" "$(field "$log" VMM-ONLINE)"
+    lab_eq "[$n vCPU] RAM ends at 256 MiB (/proc/iomem)" 0fffffff "$(field "$log" VMM-RAMTOP)"
+    memtotal=$(field "$log" VMM-MEMTOTAL)
+    lab_check "[$n vCPU] MemTotal ${memtotal:-?} kB is within 256 MiB and above 200 MiB" \
+        test "${memtotal:-0}" -le 262144 -a "${memtotal:-0}" -ge 204800
+    lab_timing "vmm_boot_check_vcpus=$n marker_seconds=${BOOT_MARKER_S:-?} total_seconds=$BOOT_TOTAL_S guest_uptime=$(field "$log" VMM-MARKER)"
+done
+
+# ---- errors the user sees ---------------------------------------------------------------------
+out=$("$vmm" --kernel "$initrd" --initrd "$initrd" 2>&1); rc=$?
+lab_eq "an initramfs given as the kernel is refused (exit 1)" 1 "$rc"
+lab_check "… with a message naming the problem" grep -q 'not a Linux bzImage' <<<"$out"
+out=$("$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 48M 2>&1); rc=$?
+lab_check "too little memory is refused with a clear message" grep -q 'give the guest' <<<"$out"
+
+# ---- benchmark: boot to marker ------------------------------------------------------------------
+declare -A samples=()
+med=()
+bench() { # NAME CMD...
+    local name=$1 i; shift
+    for ((i = 1; i <= runs; i++)); do
+        boot_run "$work/bench-$name.log" "$@"
+        if [[ -n $BOOT_MARKER_S ]]; then samples[$name]+="$BOOT_MARKER_S "; else
+            lab_log "$name run $i: no marker (rc=$BOOT_RC)"; tail -n 5 "$work/bench-$name.log"; cat "$work/bench-$name.log.err" | head -5
+        fi
+    done
+}
+bench passage "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline"
+qemu_common=(-enable-kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -no-reboot
+    -serial stdio -kernel "$LAB_KERNEL" -initrd "$initrd" -append "$cmdline")
+bench qemu_microvm qemu-system-x86_64 -M microvm "${qemu_common[@]}"
+bench qemu_q35 qemu-system-x86_64 -M q35 "${qemu_common[@]}"
+for name in passage qemu_microvm qemu_q35; do
+    med[${#med[@]}]=$(tr ' ' '\n' <<<"${samples[$name]:-}" | sed '/^$/d' | median)
+    lab_log "$name samples: ${samples[$name]:-none}"
+done
+p=${med[0]} mv=${med[1]} q35=${med[2]}
+faster=$(awk -v a="${mv:-0}" -v b="${q35:-0}" 'BEGIN { if (a == 0) print b; else if (b == 0 || a < b) print a; else print b }')
+ratio=$(awk -v p="${p:-0}" -v f="${faster:-0}" 'BEGIN { if (f > 0 && p > 0) printf "%.3f", p / f; else print "?" }')
+lab_timing "vmm_boot_marker_median_seconds passage=${p:-?} qemu_microvm=${mv:-?} qemu_q35=${q35:-?} runs=$runs ratio_to_faster_qemu=$ratio goal=0.5"
+lab_check "passage-vmm reached the marker in every run" test "$(wc -w <<<"${samples[passage]:-}")" -eq "$runs"
+
+# ---- benchmark: memory overhead -------------------------------------------------------------------
+log=$work/mem.log
+boot_run "$log" "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --stats
+stats=$(grep 'stats' "$log.err")
+overhead=$(sed -n 's/.*overhead_kib=\([0-9-]*\).*/\1/p' <<<"$stats")
+lab_timing "vmm_memory_overhead_kib=${overhead:-?} $(sed 's/.*stats //' <<<"$stats") goal_kib=5120"
+
+lab_done
