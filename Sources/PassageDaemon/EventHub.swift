@@ -9,7 +9,7 @@ public final class EventHub: @unchecked Sendable {
     private var subscribers: [UUID: AsyncStream<EventInfo>.Continuation] = [:]
     private let keep: Int
 
-    public init(keep: Int = 1000) { self.keep = keep }
+    public init(keep: Int = 100_000) { self.keep = keep }
 
     @discardableResult
     public func publish(_ kind: String, address: String? = nil, claimId: String? = nil, operationId: String? = nil,
@@ -42,6 +42,9 @@ public final class EventHub: @unchecked Sendable {
         }
         return stream
     }
+
+    /// The events kept, oldest first.
+    public var kept: [EventInfo] { lock.withLock { recent } }
 
     public var subscriberCount: Int { lock.withLock { subscribers.count } }
 
