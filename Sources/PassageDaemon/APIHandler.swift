@@ -214,7 +214,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             throw APIError(400, "unknown-field", "unknown field\(unknown.count == 1 ? "" : "s") \(unknown.sorted().joined(separator: ", ")); allowed: \(keys.sorted().joined(separator: ", "))")
         }
         for (key, allowed) in nested {
-            guard let inner = dict[key] else { continue }
+            guard let inner = dict[key], !(inner is NSNull) else { continue }
             guard let innerDict = inner as? [String: Any] else { throw APIError.badRequest("\(key) must be a JSON object") }
             let bad = Set(innerDict.keys).subtracting(allowed)
             guard bad.isEmpty else {

@@ -53,8 +53,8 @@ func reportingErrors(json: Bool, _ body: () throws -> Void) throws {
 
 private func emit(_ e: CLIError, json: Bool) {
     let text: String
-    if json, let data = try? JSONEncoder().encode(["error": ErrorInfo(code: e.code, message: e.message)]) {
-        text = String(decoding: data, as: UTF8.self)
+    if json, let bytes = try? StreamingJSONEncoder(pretty: false).encode(["error": ErrorInfo(code: e.code, message: e.message)]) {
+        text = String(decoding: bytes, as: UTF8.self)
     } else {
         text = "passage: error: \(e.message)"
     }
