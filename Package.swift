@@ -83,6 +83,11 @@ let package = Package(
             dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
+            name: "daemon-bench",
+            dependencies: ["PassageDaemon", "SysfsFixtures", .product(name: "Logging", package: "swift-log")],
+            path: "Benchmarks/DaemonBench"
+        ),
+        .executableTarget(
             name: "inventory-bench",
             dependencies: ["SysfsFixtures"],
             path: "Benchmarks/InventoryBench"

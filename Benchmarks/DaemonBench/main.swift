@@ -1,0 +1,125 @@
+// Daemon benchmark (issue: passaged): requests per second and p50/p99 latency over the real Unix
+// socket for listing devices and for claim+release, with 1, 16 and 64 concurrent clients, on a
+// 4,096-function fixture tree (16 PFs × 255 VFs); the list call compared with `lspci -vmm` on the
+// same tree. Claims bind through a simulated kernel (the fixture has no kernel behind it).
+//
+//   swift run -c release daemon-bench [--requests N] [--keep DIR]
+import Foundation
+import HostPCI
+import Logging
+import PassageAPI
+import PassageDaemon
+import SysfsFixtures
+
+var perClient = 200
+var keepAt: String?
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    guard let v = args.popFirst() else { fatalError("usage: daemon-bench [--requests N] [--keep DIR]") }
+    switch a {
+    case "--requests": perClient = Int(v)!
+    case "--keep": keepAt = v
+    default: fatalError("unknown option \(a)")
+    }
+}
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+func percentile(_ xs: [Double], _ p: Double) -> Double {
+    let s = xs.sorted()
+    return s[min(s.count - 1, Int(Double(s.count) * p))]
+}
+
+let reuse = keepAt.map { FileManager.default.fileExists(atPath: $0 + "/bus/pci/devices") } ?? false
+let fixture = try keepAt.map { try SysfsFixture(directory: $0) } ?? SysfsFixture(prefix: "passage-dbench")
+if !reuse {
+    print("building a fixture tree of 4,096 functions …")
+    try StandardFixtures.large(in: fixture)
+}
+try fixture.addDriver("vfio-pci")
+let kernel = SimulatedKernel(fixture: fixture)
+let state = fixture.root.path + ".bench-state"
+try? FileManager.default.removeItem(atPath: state)
+let socket = fixture.root.path + ".bench.sock"
+let daemon = try Daemon(stateDirectory: state, root: fixture.root, writer: kernel,
+                        usage: HostUsage(root: fixture.root, mountInfoPath: "/nonexistent", swapsPath: "/nonexistent", addresses: { _ in [] }))
+try await daemon.claims.reconcile()
+let server = try UnixHTTPServer(socketPath: socket, handler: daemon.api, logger: Logger(label: "bench"))
+let serverTask = Task { try await server.run() }
+
+// VFs on vfio-pci or unbound (the fixture puts every third on iavf): claimable single-function groups.
+let claimable = try daemon.inventory.current().devices.filter { $0.isVirtualFunction && $0.driver != "iavf" }.map(\.address.description)
+print("fixture: \(try daemon.inventory.current().devices.count) functions, \(claimable.count) claimable VFs; \(perClient) requests per client")
+
+/// Runs `clients` threads each doing `perClient` iterations of `op`; returns (rps, p50 ms, p99 ms).
+func measure(clients: Int, iterations: Int = perClient, _ op: @escaping @Sendable (UnixHTTPClient, Int, Int) -> Bool) -> (Double, Double, Double, Int) {
+    final class Results: @unchecked Sendable { var lat: [[Double]] = []; var failures = 0; let lock = NSLock() }
+    let results = Results()
+    let group = DispatchGroup()
+    let start = now()
+    for c in 0..<clients {
+        group.enter()
+        Thread.detachNewThread {
+            let client = UnixHTTPClient(socketPath: socket)
+            var lat: [Double] = []
+            var failures = 0
+            for i in 0..<iterations {
+                let t0 = now()
+                if !op(client, c, i) { failures += 1 }
+                lat.append(now() - t0)
+            }
+            results.lock.withLock { results.lat.append(lat); results.failures += failures }
+            group.leave()
+        }
+    }
+    group.wait()
+    let elapsed = now() - start
+    let all = results.lat.flatMap { $0 }
+    return (Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, results.failures)
+}
+
+print("\nGET /v1/devices (all 4,096, \(try daemon.inventory.current().listJSON.count / 1024) KiB of JSON):")
+for clients in [1, 16, 64] {
+    let (rps, p50, p99, failed) = measure(clients: clients) { client, _, _ in
+        (try? client.request("GET", "/v1/devices"))?.status == 200
+    }
+    print(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+}
+print("\nGET /v1/devices/ADDR (one device):")
+for clients in [1, 16, 64] {
+    let (rps, p50, p99, failed) = measure(clients: clients) { client, c, i in
+        (try? client.request("GET", "/v1/devices/" + claimable[(c * 7 + i) % claimable.count]))?.status == 200
+    }
+    print(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+}
+print("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
+let claimsPerClient = max(perClient / 10, 5)
+for clients in [1, 16, 64] {
+    let (rps, p50, p99, failed) = measure(clients: clients, iterations: claimsPerClient) { client, c, i in
+        let vf = claimable[(c * claimsPerClient + i) % claimable.count]
+        guard let r = try? client.request("POST", "/v1/claims", body: Array(#"{"owner":"bench-\#(c)","devices":["\#(vf)"]}"#.utf8)),
+              r.status == 201, let claim = try? JSONDecoder().decode(ClaimInfo.self, from: Data(r.body)) else { return false }
+        return (try? client.request("DELETE", "/v1/claims/\(claim.id)"))?.status == 200
+    }
+    print(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+}
+
+// The peer: lspci -vmm over the same tree.
+var lspciTimes: [Double] = []
+for _ in 0..<5 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/lspci")
+    p.arguments = ["-D", "-nn", "-k", "-vmm", "-A", "linux-sysfs", "-O", "sysfs.path=\(fixture.root.path)/bus/pci"]
+    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    let t0 = now()
+    try p.run()
+    p.waitUntilExit()
+    lspciTimes.append(now() - t0)
+}
+print(String(format: "\nlspci -D -nn -k -vmm on the same tree: median %.1f ms (the daemon's list p50 with 1 client is %.1f× faster)",
+             percentile(lspciTimes, 0.5) * 1000, percentile(lspciTimes, 0.5) * 1000 / measure(clients: 1) { c, _, _ in (try? c.request("GET", "/v1/devices"))?.status == 200 }.1))
+
+serverTask.cancel()
+_ = await serverTask.result
+try? FileManager.default.removeItem(atPath: state)
+if keepAt == nil { fixture.remove() }
