@@ -11,7 +11,9 @@ import PassageAPI
 import PassageDaemon
 import SysfsFixtures
 
-var perClient = 200
+/// Unbuffered, so that progress shows when the output is a file.
+func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+var perClient = 50
 var keepAt: String?
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
@@ -32,7 +34,7 @@ func percentile(_ xs: [Double], _ p: Double) -> Double {
 let reuse = keepAt.map { FileManager.default.fileExists(atPath: $0 + "/bus/pci/devices") } ?? false
 let fixture = try keepAt.map { try SysfsFixture(directory: $0) } ?? SysfsFixture(prefix: "passage-dbench")
 if !reuse {
-    print("building a fixture tree of 4,096 functions …")
+    say("building a fixture tree of 4,096 functions …")
     try StandardFixtures.large(in: fixture)
 }
 try fixture.addDriver("vfio-pci")
@@ -44,11 +46,11 @@ let daemon = try Daemon(stateDirectory: state, root: fixture.root, writer: kerne
                         usage: HostUsage(root: fixture.root, mountInfoPath: "/nonexistent", swapsPath: "/nonexistent", addresses: { _ in [] }))
 try await daemon.claims.reconcile()
 let server = try UnixHTTPServer(socketPath: socket, handler: daemon.api, logger: Logger(label: "bench"))
-let serverTask = Task { try await server.run() }
+let serverTask = Task.detached { try await server.run() }  // detached: the main thread blocks in measure()
 
 // VFs on vfio-pci or unbound (the fixture puts every third on iavf): claimable single-function groups.
 let claimable = try daemon.inventory.current().devices.filter { $0.isVirtualFunction && $0.driver != "iavf" }.map(\.address.description)
-print("fixture: \(try daemon.inventory.current().devices.count) functions, \(claimable.count) claimable VFs; \(perClient) requests per client")
+say("fixture: \(try daemon.inventory.current().devices.count) functions, \(claimable.count) claimable VFs; \(perClient) requests per client")
 
 /// Runs `clients` threads each doing `perClient` iterations of `op`; returns (rps, p50 ms, p99 ms).
 func measure(clients: Int, iterations: Int, _ op: @escaping @Sendable (UnixHTTPClient, Int, Int) -> Bool) -> (Double, Double, Double, Int) {
@@ -77,21 +79,21 @@ func measure(clients: Int, iterations: Int, _ op: @escaping @Sendable (UnixHTTPC
     return (Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, results.failures)
 }
 
-print("\nGET /v1/devices (all 4,096, \(try daemon.inventory.current().listJSON.count / 1024) KiB of JSON):")
+say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.current().listJSON.count / 1024) KiB of JSON):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
         (try? client.request("GET", "/v1/devices"))?.status == 200
     }
-    print(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+    say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }
-print("\nGET /v1/devices/ADDR (one device):")
+say("\nGET /v1/devices/ADDR (one device):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, c, i in
         (try? client.request("GET", "/v1/devices/" + claimable[(c * 7 + i) % claimable.count]))?.status == 200
     }
-    print(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+    say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }
-print("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
+say("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
 let claimsPerClient = max(perClient / 10, 5)
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: claimsPerClient) { client, c, i in
@@ -100,7 +102,7 @@ for clients in [1, 16, 64] {
               r.status == 201, let claim = try? JSONDecoder().decode(ClaimInfo.self, from: Data(r.body)) else { return false }
         return (try? client.request("DELETE", "/v1/claims/\(claim.id)"))?.status == 200
     }
-    print(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+    say(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }
 
 // The peer: lspci -vmm over the same tree.
@@ -116,7 +118,7 @@ for _ in 0..<5 {
     p.waitUntilExit()
     lspciTimes.append(now() - t0)
 }
-print(String(format: "\nlspci -D -nn -k -vmm on the same tree: median %.1f ms (the daemon's list p50 with 1 client is %.1f× faster)",
+say(String(format: "\nlspci -D -nn -k -vmm on the same tree: median %.1f ms (the daemon's list p50 with 1 client is %.1f× faster)",
              percentile(lspciTimes, 0.5) * 1000, percentile(lspciTimes, 0.5) * 1000 / measure(clients: 1, iterations: 20) { c, _, _ in (try? c.request("GET", "/v1/devices"))?.status == 200 }.1))
 
 serverTask.cancel()

@@ -80,7 +80,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             let changes = try await claims.serialized { () throws -> [DriverBinder.Change] in
                 try self.checkNotClaimed(a)
                 let c = try self.claims.passthrough.bind(a, driver: body.driver ?? "vfio-pci", wholeGroup: body.group ?? false, force: body.force ?? false)
-                _ = try? self.inventory.refresh()
+                _ = try? self.inventory.refresh(c.map(\.address))
                 return c
             }
             return try Self.json(200, BindResultInfo(changes, binder: claims.passthrough.binder))
@@ -95,7 +95,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
                 case "none": try binder.restore(a, to: nil)
                 case let d?: try binder.restore(a, to: d)
                 }
-                _ = try? self.inventory.refresh()
+                _ = try? self.inventory.refresh([a])
                 return c
             }
             return try Self.json(200, BindResultInfo([change], binder: claims.passthrough.binder))

@@ -81,7 +81,9 @@ public final class ClaimService: @unchecked Sendable {
             }
             return (existing, true)
         }
-        let snapshot = try inventory.refresh()
+        // The cached inventory, with the functions asked for (and, below, their groups) re-read from
+        // sysfs: a claim decides on the current drivers without rescanning every function.
+        let snapshot = try inventory.current()
         let byAddress = Dictionary(snapshot.devices.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         let holds = try store.groupHolds()
 
@@ -110,7 +112,9 @@ public final class ClaimService: @unchecked Sendable {
                 throw APIError(409, "group-taken", "IOMMU group \(g) of \(d.address) is held by claim \(holder); release it first (DELETE /v1/claims/\(holder))")
             }
             guard groupsSeen.insert(g).inserted else { continue }
-            let group = snapshot.groups.first { $0.number == g }?.devices ?? [d]
+            let cachedGroup = snapshot.groups.first { $0.number == g }?.devices ?? [d]
+            let fresh = PCIInventory(root: root, lookUpNames: false)
+            let group = cachedGroup.map { (try? fresh.device($0.address)) ?? $0 }
             for m in group where !m.isBridge {
                 members.append(Store.ClaimDevice(address: m.address.description, iommuGroup: g, previousDriver: m.driver,
                                                  previousOverride: m.driverOverride,
@@ -147,11 +151,11 @@ public final class ClaimService: @unchecked Sendable {
             let api = APIError(error)
             try? store.failClaim(id: id, intent: intent, error: api.message, now: Self.now())
             events.publish("claim-failed", claimId: id, message: "claim \(id) for \(r.owner) failed: \(api.message)")
-            _ = try? inventory.refresh()
+            _ = try? inventory.refresh(members.compactMap { try? PCIAddress(parsing: $0.address) })
             throw api
         }
         try store.finishClaim(id: id, intent: intent, now: Self.now())
-        _ = try? inventory.refresh()
+        _ = try? inventory.refresh(members.compactMap { try? PCIAddress(parsing: $0.address) })
         let claim = try store.claim(id: id)!
         events.publish("claim-created", claimId: id, message: "claim \(id) for \(r.owner): \(claim.devices.map(\.address).joined(separator: ", ")) (groups \(claim.groups.map(String.init).joined(separator: ", ")))")
         return (claim, false)
@@ -218,7 +222,7 @@ public final class ClaimService: @unchecked Sendable {
         let intent = try store.beginRelease(id: id, now: Self.now())
         let problems = restoreDevices(claim.devices)
         try store.finishRelease(id: id, intent: intent, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
-        _ = try? inventory.refresh()
+        _ = try? inventory.refresh(claim.devices.compactMap { try? PCIAddress(parsing: $0.address) })
         events.publish("claim-released", claimId: id, message: "claim \(id) of \(claim.owner) released" + (problems.isEmpty ? "" : " with problems: " + problems.joined(separator: "; ")))
         return try store.claim(id: id)!
     }

@@ -31,6 +31,39 @@ public final class InventoryCache: @unchecked Sendable {
         return try refresh()
     }
 
+    /// Re-reads just these functions (after Passage changed them) and patches the snapshot; the list's
+    /// JSON is re-encoded once, here. A function that appeared or vanished means a full rescan.
+    @discardableResult
+    public func refresh(_ addresses: [PCIAddress]) throws -> Snapshot {
+        guard var next = lock.withLock({ snapshot }) else { return try refresh() }
+        let inventory = PCIInventory(root: root)
+        var changed: [PCIDevice] = []
+        for a in Set(addresses) {
+            guard let i = next.devices.firstIndex(where: { $0.address == a }) else { return try refresh() }
+            guard let d = try? inventory.device(a) else { return try refresh() }
+            changed.append(d)
+            next.devices[i] = d
+            next.wire[i] = DeviceInfo(d)
+        }
+        let byAddress = Dictionary(changed.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
+        for g in next.groups.indices {
+            for m in next.groups[g].devices.indices {
+                if let d = byAddress[next.groups[g].devices[m].address] { next.groups[g].devices[m] = d }
+            }
+        }
+        var json = try StreamingJSONEncoder(pretty: false).encode(next.wire)
+        json.append(UInt8(ascii: "\n"))
+        next.listJSON = json
+        next.scannedAt = Date()
+        let previous = lock.withLock { () -> Snapshot? in
+            let p = snapshot
+            snapshot = next
+            return p
+        }
+        if let previous { publishChanges(from: previous.wire, to: next.wire) }
+        return next
+    }
+
     /// Rescans now; publishes device-appeared/vanished/changed events against the previous scan.
     @discardableResult
     public func refresh() throws -> Snapshot {
