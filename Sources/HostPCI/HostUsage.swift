@@ -124,7 +124,7 @@ public struct HostUsage: Sendable {
             var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             let len = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
             if getnameinfo(addr, len, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 {
-                result.append(String(cString: host))
+                result.append(String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
         }
         return result

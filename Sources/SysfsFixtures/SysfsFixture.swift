@@ -28,6 +28,11 @@ public final class SysfsFixture {
         for d in ["bus/pci/devices", "bus/pci/drivers", "devices", "kernel/iommu_groups"] {
             try fm.createDirectory(atPath: root.path + "/" + d, withIntermediateDirectories: true)
         }
+        // Reopening a tree written earlier: index the devices it already has.
+        for name in (try? fm.contentsOfDirectory(atPath: root.pciDevicesPath)) ?? [] {
+            guard let a = PCIAddress.fromSysfsName(name) else { continue }
+            devicePaths[a] = URL(fileURLWithPath: root.pciDevicesPath + "/" + name).resolvingSymlinksInPath().path
+        }
     }
 
     /// Deletes the whole tree.
