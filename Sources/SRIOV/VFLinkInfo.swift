@@ -35,19 +35,6 @@ public struct VFLinkInfo: Sendable, Hashable, Codable {
     }
 
     /// Explicit encode (not encodeIfPresent): what the driver does not report appears as null.
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(index, forKey: .index)
-        try c.encode(mac, forKey: .mac)
-        try c.encode(vlan, forKey: .vlan)
-        try c.encode(qos, forKey: .qos)
-        try c.encode(vlanProtocol, forKey: .vlanProtocol)
-        try c.encode(spoofCheck, forKey: .spoofCheck)
-        try c.encode(trust, forKey: .trust)
-        try c.encode(linkState, forKey: .linkState)
-        try c.encode(minTxRate, forKey: .minTxRate)
-        try c.encode(maxTxRate, forKey: .maxTxRate)
-    }
 
     /// Where this read-back disagrees with what was set, in words (`vlan: set 100, reads 0`); empty
     /// when all agree. Settings the driver does not report are not compared.

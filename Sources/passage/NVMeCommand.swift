@@ -176,18 +176,6 @@ struct NVMeSecondaryInfo: Encodable {
         interrupts = Int(s.interrupts)
     }
 
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(controllerId, forKey: .controllerId)
-        try c.encode(primaryControllerId, forKey: .primaryControllerId)
-        try c.encode(vfNumber, forKey: .vfNumber)
-        try c.encode(vfIndex, forKey: .vfIndex)
-        try c.encode(vfAddress, forKey: .vfAddress)
-        try c.encode(state, forKey: .state)
-        try c.encode(queues, forKey: .queues)
-        try c.encode(interrupts, forKey: .interrupts)
-    }
-
     enum CodingKeys: String, CodingKey {
         case controllerId, primaryControllerId, vfNumber, vfIndex, vfAddress, state, queues, interrupts
     }
@@ -246,16 +234,6 @@ struct NVMeChangeInfo: Encodable {
     var changed: Bool
     var actions: [String]
     var secondaryController: NVMeSecondaryInfo?
-
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(pf, forKey: .pf)
-        try c.encode(vfIndex, forKey: .vfIndex)
-        try c.encode(dryRun, forKey: .dryRun)
-        try c.encode(changed, forKey: .changed)
-        try c.encode(actions, forKey: .actions)
-        try c.encode(secondaryController, forKey: .secondaryController)
-    }
 
     enum CodingKeys: String, CodingKey { case pf, vfIndex, dryRun, changed, actions, secondaryController }
 }

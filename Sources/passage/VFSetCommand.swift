@@ -179,15 +179,6 @@ struct VFSetResult: Encodable {
 
     enum CodingKeys: String, CodingKey { case interface, pf, vf, dryRun, actions, problem }
 
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(interface, forKey: .interface)
-        try c.encode(pf, forKey: .pf)
-        try c.encode(vf, forKey: .vf)
-        try c.encode(dryRun, forKey: .dryRun)
-        try c.encode(actions, forKey: .actions)
-        try c.encode(problem, forKey: .problem)
-    }
 }
 
 /// `passage vf links --json`. (Wire shape; belongs in PassageAPI once the API serves it.)
@@ -201,12 +192,4 @@ struct VFLinksResult: Encodable {
 
     enum CodingKeys: String, CodingKey { case interface, pf, driver, numVFs, vfs }
 
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(interface, forKey: .interface)
-        try c.encode(pf, forKey: .pf)
-        try c.encode(driver, forKey: .driver)
-        try c.encode(numVFs, forKey: .numVFs)
-        try c.encode(vfs, forKey: .vfs)
-    }
 }
