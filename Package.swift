@@ -101,7 +101,11 @@ let package = Package(
         ),
         .testTarget(
             name: "PassageTests",
-            dependencies: ["HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM"]
+            dependencies: [
+                "HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]
