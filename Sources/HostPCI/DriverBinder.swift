@@ -197,7 +197,8 @@ public struct DriverBinder: Sendable {
     }
 }
 
-func monotonicSeconds() -> Double {
+/// Seconds on the monotonic clock, for deadlines.
+public func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

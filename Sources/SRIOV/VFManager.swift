@@ -134,19 +134,13 @@ public struct VFManager: Sendable {
 
     /// Waits until the PF lists `count` `virtfnN` links.
     func waitForLinks(pf: PCIAddress, count: Int) throws(SRIOVError) {
-        let deadline = monotonic() + linkTimeout
+        let deadline = monotonicSeconds() + linkTimeout
         while true {
             if let s = try? physicalFunction(pf).sriov, s.vfs.count >= count, s.vfs.prefix(count).map(\.index) == Array(0..<count) { return }
-            if monotonic() > deadline {
+            if monotonicSeconds() > deadline {
                 throw SRIOVError(code: .timeout, message: "\(pf) did not show \(count) virtfn links within \(Int(linkTimeout)) s after setting sriov_numvfs")
             }
             usleep(5_000)
         }
     }
-}
-
-func monotonic() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
