@@ -79,7 +79,7 @@ func measure(clients: Int, iterations: Int, _ op: @escaping @Sendable (UnixHTTPC
     return (Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, results.failures)
 }
 
-say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.current().listJSON.count / 1024) KiB of JSON):")
+say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.listJSON().count / 1024) KiB of JSON):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
         (try? client.request("GET", "/v1/devices"))?.status == 200

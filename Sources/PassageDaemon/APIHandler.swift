@@ -64,10 +64,9 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
                                   devices: devices, activeClaims: active, uptimeSeconds: Date().timeIntervalSince(started))
             return try Self.json(ready ? 200 : 503, info)
         case ("GET", "devices", 2):
-            let snapshot = try inventory.current()
             let filter = try DeviceQuery(r.query)
-            if filter.isEmpty { return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(snapshot.listJSON)) }
-            return try Self.json(200, snapshot.wire.filter(filter.matches))
+            if filter.isEmpty { return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(try inventory.listJSON())) }
+            return try Self.json(200, try inventory.current().wire.filter(filter.matches))
         case ("GET", "devices", 3):
             let a = try Self.address(parts[2])
             guard let d = try inventory.current().wire.first(where: { $0.address == a.description }) else {

@@ -2,21 +2,23 @@ import Foundation
 import HostPCI
 import PassageAPI
 
-/// The device inventory the API serves: scanned from sysfs, kept with its JSON already encoded so
-/// that listing thousands of devices costs a memory copy, and rescanned after every change Passage
-/// makes and in the background (hot-plug without udev is caught within `refreshInterval`).
+/// The device inventory the API serves: scanned from sysfs, patched after every change Passage
+/// makes and rescanned in the background (hot-plug without udev is caught within the rescan interval).
+/// The unfiltered list's JSON is encoded once per snapshot, on the first request that wants it, so
+/// listing thousands of devices costs a memory copy and a change costs no re-encoding of everything.
 public final class InventoryCache: @unchecked Sendable {
     public let root: SysfsRoot
     private let lock = NSLock()
     private var snapshot: Snapshot?
+    /// Bumped with every new snapshot; the encoded list belongs to one generation.
+    private var generation = 0
+    private var encodedList: (generation: Int, bytes: [UInt8])?
     private let events: EventHub
 
     public struct Snapshot: Sendable {
         public var devices: [PCIDevice]
         public var wire: [DeviceInfo]
         public var groups: [IOMMUGroup]
-        /// `GET /v1/devices` without filters, ready to send.
-        public var listJSON: [UInt8]
         public var scannedAt: Date
     }
 
@@ -31,8 +33,20 @@ public final class InventoryCache: @unchecked Sendable {
         return try refresh()
     }
 
-    /// Re-reads just these functions (after Passage changed them) and patches the snapshot; the list's
-    /// JSON is re-encoded once, here. A function that appeared or vanished means a full rescan.
+    /// `GET /v1/devices` without filters, ready to send: encoded once per snapshot.
+    public func listJSON() throws -> [UInt8] {
+        let (current, gen, cached) = try lock.withLock { () throws -> (Snapshot?, Int, [UInt8]?) in
+            (snapshot, generation, encodedList?.generation == generation ? encodedList?.bytes : nil)
+        }
+        if let cached { return cached }
+        var json = try StreamingJSONEncoder(pretty: false).encode((current ?? refresh()).wire)
+        json.append(UInt8(ascii: "\n"))
+        lock.withLock { if generation == gen { encodedList = (gen, json) } }
+        return json
+    }
+
+    /// Re-reads just these functions (after Passage changed them) and patches the snapshot.
+    /// A function that appeared or vanished means a full rescan.
     @discardableResult
     public func refresh(_ addresses: [PCIAddress]) throws -> Snapshot {
         guard var next = lock.withLock({ snapshot }) else { return try refresh() }
@@ -51,16 +65,8 @@ public final class InventoryCache: @unchecked Sendable {
                 if let d = byAddress[next.groups[g].devices[m].address] { next.groups[g].devices[m] = d }
             }
         }
-        var json = try StreamingJSONEncoder(pretty: false).encode(next.wire)
-        json.append(UInt8(ascii: "\n"))
-        next.listJSON = json
         next.scannedAt = Date()
-        let previous = lock.withLock { () -> Snapshot? in
-            let p = snapshot
-            snapshot = next
-            return p
-        }
-        if let previous { publishChanges(from: previous.wire, to: next.wire) }
+        install(next)
         return next
     }
 
@@ -69,17 +75,20 @@ public final class InventoryCache: @unchecked Sendable {
     public func refresh() throws -> Snapshot {
         let inventory = PCIInventory(root: root)
         let devices = try inventory.devices()
-        let wire = devices.map(DeviceInfo.init)
-        var json = try StreamingJSONEncoder(pretty: false).encode(wire)
-        json.append(UInt8(ascii: "\n"))
-        let next = Snapshot(devices: devices, wire: wire, groups: inventory.groups(devices: devices), listJSON: json, scannedAt: Date())
+        let next = Snapshot(devices: devices, wire: devices.map(DeviceInfo.init), groups: inventory.groups(devices: devices), scannedAt: Date())
+        install(next)
+        return next
+    }
+
+    /// Makes `next` current and publishes what changed against the one it replaces.
+    private func install(_ next: Snapshot) {
         let previous = lock.withLock { () -> Snapshot? in
             let p = snapshot
             snapshot = next
+            generation += 1
             return p
         }
-        if let previous { publishChanges(from: previous.wire, to: wire) }
-        return next
+        if let previous { publishChanges(from: previous.wire, to: next.wire) }
     }
 
     private func publishChanges(from old: [DeviceInfo], to new: [DeviceInfo]) {
