@@ -45,13 +45,15 @@ let package = Package(
             // every byte appended cost a third of its time. Accesses there are single-threaded and nested-free.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
+        // libudev: the daemon's hot-plug monitor (PCI add/remove/bind/unbind uevents).
+        .systemLibrary(name: "CUdev", pkgConfig: "libudev", providers: [.apt(["libudev-dev"])]),
         // SQLite, for the daemon's durable state.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // The daemon's services: HTTP API on a Unix socket, store, claims, reconciliation.
         .target(
             name: "PassageDaemon",
             dependencies: [
-                "HostPCI", "SRIOV", "PassageAPI", "CSQLite",
+                "HostPCI", "SRIOV", "PassageAPI", "CSQLite", "CUdev",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -281,24 +281,47 @@ public final class ClaimService: @unchecked Sendable {
                 } else {
                     try store.endIntent(intent.id, state: "rolled-back", now: Self.now())
                 }
+            case "vf-create", "vf-remove":
+                let (state, note) = recoverVFIntent(kind: intent.kind, payload: intent.payload)
+                try store.endIntent(intent.id, state: state, now: Self.now())
+                if state == "done" { report.finished.append("intent \(intent.id)") } else { report.rolledBack.append("intent \(intent.id)") }
+                events.publish("operation-recovered", message: "\(intent.kind) cut short by a stop of passaged: \(note) (\(state))")
             default:
                 try store.endIntent(intent.id, state: "abandoned", now: Self.now())
             }
         }
-        let snapshot = try inventory.refresh()
-        let present = Set(snapshot.devices.map(\.address.description))
-        for claim in try store.claims(states: [.active]) {
-            let missing = claim.devices.map(\.address).filter { !present.contains($0) }
-            if !missing.isEmpty {
-                try store.markLost(id: claim.id, error: "device\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) vanished", now: Self.now())
-                report.lost.append(claim.id)
-                events.publish("claim-lost", claimId: claim.id, message: "claim \(claim.id): \(missing.joined(separator: ", ")) vanished")
-            }
-        }
+        report.lost = try markVanishedClaims(try inventory.refresh())
         report.seconds = Date().timeIntervalSince(start)
         readyLock.withLock { _ready = true }
         events.publish("reconciled", message: "start-up reconciliation done in \(String(format: "%.3f", report.seconds)) s: \(report.rolledBack.count) rolled back, \(report.finished.count) finished, \(report.lost.count) lost")
         return report
+    }
+}
+
+extension ClaimService {
+    /// Active claims with a device missing from `snapshot` become `lost` (a claim-lost event each).
+    func markVanishedClaims(_ snapshot: InventoryCache.Snapshot) throws -> [String] {
+        let present = Set(snapshot.devices.map(\.address.description))
+        var lost: [String] = []
+        for claim in try store.claims(states: [.active]) {
+            let missing = claim.devices.map(\.address).filter { !present.contains($0) }
+            if !missing.isEmpty {
+                try store.markLost(id: claim.id, error: "device\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) vanished", now: Self.now())
+                lost.append(claim.id)
+                events.publish("claim-lost", claimId: claim.id, message: "claim \(claim.id): \(missing.joined(separator: ", ")) vanished")
+            }
+        }
+        return lost
+    }
+
+    /// After uevents or a periodic rescan: patches `addresses` (or rescans everything when nil or
+    /// when functions appeared or vanished) and marks claims on vanished devices lost. Before
+    /// start-up reconciliation is done only the inventory is refreshed.
+    public func applyHotplug(addresses: [PCIAddress]?) async throws {
+        try await serialized {
+            let snapshot = try addresses.map { try self.inventory.refresh($0) } ?? self.inventory.refresh()
+            if self.ready { _ = try self.markVanishedClaims(snapshot) }
+        }
     }
 }
 

@@ -46,7 +46,7 @@ public struct ReconcileService: Service {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 if Task.isCancelled { break }
-                _ = try? await daemon.claims.serialized { try daemon.inventory.refresh() }
+                try? await daemon.claims.applyHotplug(addresses: nil)
             }
         }
         daemon.events.finishAll()

@@ -56,7 +56,10 @@ extension ClaimService {
         Task {
             do {
                 let result = try await serialized { () throws -> VFOperationInfo in
-                    let intent = try self.store.beginIntent(kind: "vf-create", payload: "\(pf) \(r.count)", now: Self.now())
+                    // What to go back to if passaged dies midway (start-up reconciliation reads it).
+                    let before = try VFManager(root: root, writer: writer).physicalFunction(pf).sriov
+                    let payload = VFIntent(pf: pf, count: r.count, previousCount: before.numVFs, previousAutoprobe: before.driversAutoprobe)
+                    let intent = try self.store.beginIntent(kind: "vf-create", payload: payload.text, now: Self.now())
                     defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
                     let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
                                                       passthrough: PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: self.usage))
@@ -96,7 +99,7 @@ extension ClaimService {
                             throw APIError(409, "vfs-in-use", "VF \(vf.address) of \(pf) is held by claim \(holder); release it before removing the VFs")
                         }
                     }
-                    let intent = try self.store.beginIntent(kind: "vf-remove", payload: pf.description, now: Self.now())
+                    let intent = try self.store.beginIntent(kind: "vf-remove", payload: VFIntent(pf: pf, count: 0, previousCount: vfs.count, previousAutoprobe: nil).text, now: Self.now())
                     defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
                     let actions = try VFManager(root: root, writer: writer).setCount(pf: pf, count: 0)
                     _ = try? self.inventory.refresh()
@@ -108,6 +111,56 @@ extension ClaimService {
             }
         }
         return id
+    }
+}
+
+/// The payload of a `vf-create` / `vf-remove` intent: `PF COUNT previous=N [autoprobe=0|1]`.
+struct VFIntent: Equatable {
+    var pf: PCIAddress
+    var count: Int
+    var previousCount: Int
+    var previousAutoprobe: Bool?
+
+    var text: String {
+        "\(pf) \(count) previous=\(previousCount)" + (previousAutoprobe.map { " autoprobe=\($0 ? 1 : 0)" } ?? "")
+    }
+
+    init(pf: PCIAddress, count: Int, previousCount: Int, previousAutoprobe: Bool?) {
+        self.pf = pf
+        self.count = count
+        self.previousCount = previousCount
+        self.previousAutoprobe = previousAutoprobe
+    }
+
+    /// Nil for a payload this version did not write (older intents name only the PF and count).
+    init?(parsing text: String) {
+        let f = text.split(separator: " ").map(String.init)
+        guard f.count >= 3, let pf = try? PCIAddress(parsing: f[0]), let count = Int(f[1]),
+              f[2].hasPrefix("previous="), let previous = Int(f[2].dropFirst(9)) else { return nil }
+        self.init(pf: pf, count: count, previousCount: previous,
+                  previousAutoprobe: f.count > 3 && f[3].hasPrefix("autoprobe=") ? f[3] == "autoprobe=1" : nil)
+    }
+}
+
+extension ClaimService {
+    /// Start-up: a VF creation cut short goes back to the VF count (and autoprobe) the PF had
+    /// before; a removal cut short is finished. VFs created by the cut-short operation were never
+    /// claimed (operations and claims run one at a time), so removing them takes nothing from anyone.
+    func recoverVFIntent(kind: String, payload: String) -> (state: String, note: String) {
+        guard let p = VFIntent(parsing: payload) else { return ("abandoned", "unreadable payload '\(payload)'") }
+        let manager = VFManager(root: root, writer: writer)
+        let target = kind == "vf-remove" ? 0 : p.previousCount
+        do {
+            let now = try manager.physicalFunction(p.pf).sriov
+            if now.numVFs == target && (kind == "vf-remove" || p.previousAutoprobe == nil || now.driversAutoprobe == p.previousAutoprobe) {
+                return (kind == "vf-remove" ? "done" : "rolled-back", "\(p.pf) already has \(target) VFs")
+            }
+            try manager.setCount(pf: p.pf, count: target, autoprobe: kind == "vf-remove" ? nil : p.previousAutoprobe)
+            _ = try? inventory.refresh()
+            return (kind == "vf-remove" ? "done" : "rolled-back", "\(p.pf): VF count \(now.numVFs) → \(target)")
+        } catch {
+            return ("failed", "\(p.pf): \(error)")
+        }
     }
 }
 

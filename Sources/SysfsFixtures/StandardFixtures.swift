@@ -123,4 +123,22 @@ public enum StandardFixtures {
             }
         }
     }
+
+    /// Teaches `kernel` how the small fixture's PF 0000:01:00.0 makes VFs when sriov_numvfs is
+    /// written (ARI offset 16, stride 1, one IOMMU group each from 30, iavf as their natural driver).
+    public static func teachSmallVFs(_ kernel: SimulatedKernel) {
+        let pf = try! PCIAddress(parsing: "01:00.0")
+        @Sendable func vfAddress(_ i: Int) -> PCIAddress {
+            let rid = 0x0100 + 16 + i
+            return try! PCIAddress(bus: UInt8(rid >> 8), device: UInt8((rid >> 3) & 0x1f), function: UInt8(rid & 7))
+        }
+        kernel.vfTemplates[pf] = { i in
+            var vf = FixtureDevice(vfAddress(i), vendor: 0x8086, device: 0x154c, class: 0x020000)
+            vf.parent = try! PCIAddress(parsing: "00:1c.0")
+            vf.iommuGroup = 30 + i
+            vf.physfn = pf
+            return vf
+        }
+        for i in 0..<64 { kernel.naturalDrivers[vfAddress(i)] = "iavf" }
+    }
 }

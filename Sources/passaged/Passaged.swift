@@ -33,6 +33,16 @@ struct Passaged: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds between background rescans of sysfs.", valueName: "S"))
     var rescanInterval: Double = 5
 
+    @Option(name: .long, help: ArgumentHelp("Hot-plug events: auto (udev when systemd-udevd runs, else kernel uevents; off for a fixture --sysfs-root), udev, kernel or off.", valueName: "SOURCE"))
+    var hotplug: String = "auto"
+
+    func validate() throws {
+        guard ["auto", "udev", "kernel", "off"].contains(hotplug) else {
+            throw ValidationError("--hotplug \(hotplug): expected auto, udev, kernel or off")
+        }
+        guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be above 0 seconds") }
+    }
+
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -63,8 +73,22 @@ struct Passaged: AsyncParsableCommand {
             throw ExitCode(1)
         }
         logger.info("passaged \(APIHandler.version): socket \(server.socketPath ?? "from systemd"), state \(daemon.store.path), sysfs \(root.path)")
+        var services: [any Service] = [server, ReconcileService(daemon: daemon, interval: .milliseconds(Int64(rescanInterval * 1000)), logger: logger)]
+        let source: UdevMonitor.Source? = switch hotplug {
+        case "udev": .udev
+        case "kernel": .kernel
+        case "off": nil
+        default: root.path == "/sys" ? UdevMonitor.Source.automatic : nil
+        }
+        if let source {
+            do {
+                services.append(HotplugService(daemon: daemon, monitor: try UdevMonitor(source: source), logger: logger))
+            } catch {
+                logger.warning("no hot-plug events (\(error)); devices that come and go are noticed by the rescan every \(rescanInterval) s")
+            }
+        }
         let group = ServiceGroup(
-            services: [server, ReconcileService(daemon: daemon, interval: .milliseconds(Int64(rescanInterval * 1000)), logger: logger)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         try await group.run()

@@ -3,6 +3,7 @@ import Logging
 import Testing
 @testable import HostPCI
 import PassageAPI
+import SRIOV
 @testable import PassageDaemon
 import SysfsFixtures
 
@@ -277,6 +278,65 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         #expect(try h.daemon.store.claim(id: "c-releasing")?.state == .released)
         #expect(try h.daemon.store.pendingIntents().isEmpty)
         #expect(try h.hostState() == before)
+    }
+
+    /// A VF creation cut short by SIGKILL goes back to the count the PF had; a removal cut short is finished.
+    @Test func startUpUndoesAVFCreationCutShortAndFinishesARemoval() async throws {
+        let h = try DaemonHarness()
+        defer { h.cleanup() }
+        try h.fixture.addDriver("iavf")
+        StandardFixtures.teachSmallVFs(h.kernel)
+        let pf = DaemonHarness.a("01:00.0")
+        let numvfs = h.fixture.root.devicePath(pf) + "/sriov_numvfs"
+        func count() throws -> Int { try VFManager(root: h.fixture.root, writer: h.kernel).physicalFunction(pf).sriov.numVFs }
+        #expect(try count() == 2)
+        // Died after the intent and after 2 → 0 → 6 VFs, before the intent was marked done.
+        let payload = VFIntent(pf: pf, count: 6, previousCount: 2, previousAutoprobe: true)
+        #expect(VFIntent(parsing: payload.text) == payload)
+        #expect(VFIntent(parsing: "0000:01:00.0 6") == nil)
+        _ = try h.daemon.store.beginIntent(kind: "vf-create", payload: payload.text, now: 1)
+        try h.kernel.write("0", to: numvfs)
+        try h.kernel.write("6", to: numvfs)
+        #expect(try count() == 6)
+
+        h.daemon = try DaemonHarness.makeDaemon(h.stateDir, h.fixture, h.kernel)
+        let report = try await h.daemon.claims.reconcile()
+        #expect(report.rolledBack.count == 1 && report.finished.isEmpty)
+        #expect(try count() == 2)
+        #expect(try h.daemon.store.pendingIntents().isEmpty)
+        #expect(try h.daemon.inventory.current().devices.filter { $0.physfn == pf }.count == 2)
+
+        // A removal that died before sriov_numvfs was written: finished at start-up.
+        _ = try h.daemon.store.beginIntent(kind: "vf-remove", payload: VFIntent(pf: pf, count: 0, previousCount: 2, previousAutoprobe: nil).text, now: 2)
+        h.daemon = try DaemonHarness.makeDaemon(h.stateDir, h.fixture, h.kernel)
+        let report2 = try await h.daemon.claims.reconcile()
+        #expect(report2.finished.count == 1 && report2.rolledBack.isEmpty)
+        #expect(try count() == 0)
+        #expect(try h.daemon.store.pendingIntents().isEmpty)
+    }
+
+    /// The hot-plug path on the fixture: functions that vanish outside Passage are noticed, and an
+    /// active claim on them becomes lost (with an event); ones that change are patched.
+    @Test func hotplugMarksClaimsOnVanishedDevicesLost() async throws {
+        let h = try DaemonHarness()
+        defer { h.cleanup() }
+        try await h.start()
+        let (st, body) = try await h.curl("POST", "/v1/claims", #"{"owner":"vm-1","devices":["0000:00:03.0"]}"#)
+        #expect(st == 201)
+        let id = try #require(try h.json(body)["id"] as? String)
+        let stream = h.daemon.events.subscribe(since: 0)
+        h.fixture.removeDevice(DaemonHarness.a("00:03.0"))
+        try await h.daemon.claims.applyHotplug(addresses: nil)
+        #expect(try h.daemon.store.claim(id: id)?.state == .lost)
+        var kinds: [String] = []
+        for await e in stream {
+            kinds.append(e.kind)
+            if e.kind == "claim-lost" { break }
+        }
+        #expect(kinds.contains("device-vanished") && kinds.last == "claim-lost")
+        // A lost claim can still be released (nothing to restore for the missing device).
+        #expect(try await h.curl("DELETE", "/v1/claims/\(id)").0 == 200)
+        await h.stop()
     }
 
     /// 64 clients race to claim and release 8 single-function groups: never two holders of a group,

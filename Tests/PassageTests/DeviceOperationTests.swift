@@ -208,20 +208,7 @@ import SysfsFixtures
         try fixture.addDriver("vfio-pci")
         // Start with no VFs: remove the two the standard fixture has.
         try kernel.write("0", to: fixture.root.devicePath(pf) + "/sriov_numvfs")
-        let pfAddress = pf
-        kernel.vfTemplates[pf] = { i in
-            let rid = 0x0100 + 16 + i
-            var vf = FixtureDevice(try! PCIAddress(bus: UInt8(rid >> 8), device: UInt8((rid >> 3) & 0x1f), function: UInt8(rid & 7)),
-                                   vendor: 0x8086, device: 0x154c, class: 0x020000)
-            vf.parent = try! PCIAddress(parsing: "00:1c.0")
-            vf.iommuGroup = 30 + i
-            vf.physfn = pfAddress
-            return vf
-        }
-        for i in 0..<64 {
-            let rid = 0x0100 + 16 + i
-            kernel.naturalDrivers[try PCIAddress(bus: UInt8(rid >> 8), device: UInt8((rid >> 3) & 0x1f), function: UInt8(rid & 7))] = "iavf"
-        }
+        StandardFixtures.teachSmallVFs(kernel)
         kernel.writesReset()
     }
 

@@ -495,7 +495,7 @@ struct HTTPServerTests {
 
         // A regular file is never removed.
         let regular = dir + "/file"
-        FileManager.default.createFile(atPath: regular, contents: Data("keep".utf8))
+        _ = FileManager.default.createFile(atPath: regular, contents: Data("keep".utf8))
         #expect {
             _ = try UnixHTTPServer(socketPath: regular, handler: TestHTTPHandler(), logger: logger)
         } throws: { ($0 as? HTTPServerError)?.code == "not-a-socket" }
