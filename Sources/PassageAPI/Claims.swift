@@ -104,8 +104,11 @@ public struct HealthInfo: Codable, Sendable, Hashable {
     public var devices: Int
     public var activeClaims: Int
     public var uptimeSeconds: Double
+    /// The sysfs tree this daemon manages (the CLI sends changes through a daemon only when it is the CLI's too).
+    public var sysfsRoot: String?
 
-    public init(status: String, reconciled: Bool, version: String, devices: Int, activeClaims: Int, uptimeSeconds: Double) {
+    public init(status: String, reconciled: Bool, version: String, devices: Int, activeClaims: Int, uptimeSeconds: Double, sysfsRoot: String? = nil) {
+        self.sysfsRoot = sysfsRoot
         self.status = status
         self.reconciled = reconciled
         self.version = version
@@ -170,8 +173,11 @@ public struct VFCreateRequest: Codable, Sendable, Hashable {
     public var autoprobe: Bool?
     public var nvmeQueues: Int?
     public var nvmeInterrupts: Int?
+    /// Bind even if the host uses a VF.
+    public var force: Bool?
 
-    public init(count: Int, driver: String? = nil, autoprobe: Bool? = nil, nvmeQueues: Int? = nil, nvmeInterrupts: Int? = nil) {
+    public init(count: Int, driver: String? = nil, autoprobe: Bool? = nil, nvmeQueues: Int? = nil, nvmeInterrupts: Int? = nil, force: Bool? = nil) {
+        self.force = force
         self.count = count
         self.driver = driver
         self.autoprobe = autoprobe
@@ -179,7 +185,7 @@ public struct VFCreateRequest: Codable, Sendable, Hashable {
         self.nvmeInterrupts = nvmeInterrupts
     }
 
-    public static let keys: Set<String> = ["count", "driver", "autoprobe", "nvmeQueues", "nvmeInterrupts"]
+    public static let keys: Set<String> = ["count", "driver", "autoprobe", "nvmeQueues", "nvmeInterrupts", "force"]
 }
 
 /// `POST /v1/devices/ADDR/bind`.

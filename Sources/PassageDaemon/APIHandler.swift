@@ -61,7 +61,8 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             let active = (try? claims.store.claims(states: [.active]).count) ?? 0
             let devices = ready ? ((try? inventory.current().devices.count) ?? 0) : 0
             let info = HealthInfo(status: ready ? "ok" : "reconciling", reconciled: ready, version: Self.version,
-                                  devices: devices, activeClaims: active, uptimeSeconds: Date().timeIntervalSince(started))
+                                  devices: devices, activeClaims: active, uptimeSeconds: Date().timeIntervalSince(started),
+                                  sysfsRoot: claims.root.path)
             return try Self.json(ready ? 200 : 503, info)
         case ("GET", "devices", 2):
             let filter = try DeviceQuery(r.query)
@@ -294,10 +295,12 @@ struct DeviceQuery {
 }
 
 extension BindResultInfo {
-    init(_ changes: [DriverBinder.Change], binder: DriverBinder) {
-        self.init(dryRun: false, devices: changes.map { c in
+    /// The one mapping from the binder's changes to the wire type (the CLI's local mode uses it too);
+    /// in a dry run the driver is the one the device would get.
+    public init(_ changes: [DriverBinder.Change], dryRun: Bool = false, binder: DriverBinder) {
+        self.init(dryRun: dryRun, devices: changes.map { c in
             .init(address: c.address.description, previousDriver: c.previousDriver, previousOverride: c.previousOverride,
-                  driver: binder.currentDriver(c.address), changed: c.changed, actions: c.actions.map(\.description))
+                  driver: dryRun ? c.newDriver : binder.currentDriver(c.address), changed: c.changed, actions: c.actions.map(\.description))
         })
     }
 }

@@ -69,7 +69,7 @@ extension ClaimService {
                     } else if (r.nvmeQueues == nil) != (r.nvmeInterrupts == nil) {
                         throw APIError.badRequest("nvmeQueues and nvmeInterrupts go together")
                     }
-                    let result = try provisioning.create(.init(pf: pf, count: r.count, driver: r.driver, autoprobe: r.autoprobe, resources: resources)) { vf in
+                    let result = try provisioning.create(.init(pf: pf, count: r.count, driver: r.driver, autoprobe: r.autoprobe, resources: resources, force: r.force ?? false)) { vf in
                         operations.progress(id, "VF \(vf.index) \(vf.address) ready" + (vf.driver.map { " on \($0)" } ?? ""))
                     }
                     _ = try? self.inventory.refresh()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import HostPCI
 import PassageAPI
+import PassageDaemon
 
 struct Bind: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +17,7 @@ struct Bind: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
+    @OptionGroup var route: RouteOptions
 
     @Argument(help: ArgumentHelp("PCI addresses of the devices.", valueName: "ADDRESS"))
     var addresses: [String]
@@ -35,6 +37,10 @@ struct Bind: ParsableCommand {
     func run() throws {
         try reportingErrors(json: output.json) {
             let list = try parseAddresses(addresses)
+            if !dryRun, let client = try route.daemonClient(for: sysfs.root) {
+                try printBindResult(try bindThroughDaemon(client, list), dryRun: false, json: output.json)
+                return
+            }
             let binder = PassthroughBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
             // All or nothing across the devices named, as within one group.
             var changes: [DriverBinder.Change] = []
@@ -52,8 +58,29 @@ struct Bind: ParsableCommand {
                 if undone.isEmpty { throw error }
                 throw HostPCIError(code: error.code, message: error.message + "; \(undone.joined(separator: ", ")) (bound earlier in this command) put back too", errno: error.errno)
             }
-            try printBindResult(changes, dryRun: dryRun, json: output.json, binder: binder.binder)
+            try printBindResult(BindResultInfo(changes, dryRun: dryRun, binder: binder.binder), dryRun: dryRun, json: output.json)
         }
+    }
+
+    /// One request per device; all or nothing as locally: a refusal puts the devices bound
+    /// earlier in this command back on their previous drivers.
+    func bindThroughDaemon(_ client: DaemonClient, _ list: [PCIAddress]) throws(CLIError) -> BindResultInfo {
+        var done: [BindResultInfo.Change] = []
+        for a in list where !done.contains(where: { $0.address == a.description }) {
+            do throws(CLIError) {
+                done += try client.send("POST", "/v1/devices/\(a)/bind", body: BindRequest(driver: driver, group: group, force: force), as: BindResultInfo.self).devices
+            } catch {
+                var undone: [String] = []
+                for d in done.reversed() where d.changed {
+                    if (try? client.send("POST", "/v1/devices/\(d.address)/restore", body: RestoreRequest(driver: d.previousDriver ?? "none"), as: BindResultInfo.self)) != nil {
+                        undone.append(d.address)
+                    }
+                }
+                if undone.isEmpty { throw error }
+                throw CLIError(code: error.code, message: error.message + "; \(undone.joined(separator: ", ")) (bound earlier in this command) put back too", exitCode: error.exitCode)
+            }
+        }
+        return BindResultInfo(dryRun: false, devices: done)
     }
 }
 
@@ -66,6 +93,7 @@ struct Restore: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
+    @OptionGroup var route: RouteOptions
 
     @Argument(help: ArgumentHelp("PCI addresses of the devices.", valueName: "ADDRESS"))
     var addresses: [String]
@@ -79,6 +107,14 @@ struct Restore: ParsableCommand {
     func run() throws {
         try reportingErrors(json: output.json) {
             let list = try parseAddresses(addresses)
+            if !dryRun, let client = try route.daemonClient(for: sysfs.root) {
+                var devices: [BindResultInfo.Change] = []
+                for a in list {
+                    devices += try client.send("POST", "/v1/devices/\(a)/restore", body: RestoreRequest(driver: driver), as: BindResultInfo.self).devices
+                }
+                try printBindResult(BindResultInfo(dryRun: false, devices: devices), dryRun: false, json: output.json)
+                return
+            }
             let binder = DriverBinder(root: sysfs.root, writer: KernelSysfsWriter(root: sysfs.root))
             var changes: [DriverBinder.Change] = []
             for a in list {
@@ -88,16 +124,12 @@ struct Restore: ParsableCommand {
                 case let d?: changes.append(try binder.restore(a, to: d, dryRun: dryRun))
                 }
             }
-            try printBindResult(changes, dryRun: dryRun, json: output.json, binder: binder)
+            try printBindResult(BindResultInfo(changes, dryRun: dryRun, binder: binder), dryRun: dryRun, json: output.json)
         }
     }
 }
 
-func printBindResult(_ changes: [DriverBinder.Change], dryRun: Bool, json: Bool, binder: DriverBinder) throws {
-    let info = BindResultInfo(dryRun: dryRun, devices: changes.map { c in
-        .init(address: c.address.description, previousDriver: c.previousDriver, previousOverride: c.previousOverride,
-              driver: dryRun ? c.newDriver : binder.currentDriver(c.address), changed: c.changed, actions: c.actions.map(\.description))
-    })
+func printBindResult(_ info: BindResultInfo, dryRun: Bool, json: Bool) throws {
     if json { try printJSON(info); return }
     var out = ""
     for d in info.devices {

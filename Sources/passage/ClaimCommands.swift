@@ -183,7 +183,7 @@ struct Status: ParsableCommand {
             writeStdout("""
                 passaged \(health.version): \(health.status), up \(Int(health.uptimeSeconds)) s
                 devices: \(health.devices), active claims: \(health.activeClaims)
-                socket: \(daemon.socket)
+                socket: \(daemon.path)\(health.sysfsRoot.map { ", sysfs: \($0)" } ?? "")
 
                 """)
         }

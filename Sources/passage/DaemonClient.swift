@@ -1,23 +1,81 @@
 import ArgumentParser
 import Foundation
+import HostPCI
 import PassageAPI
 
 /// `--socket` for the commands that talk to passaged.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("passaged's socket (or $PASSAGE_SOCKET).", valueName: "PATH"))
-    var socket: String = ProcessInfo.processInfo.environment["PASSAGE_SOCKET"] ?? "/run/passage/passage.sock"
+    static let defaultSocket = "/run/passage/passage.sock"
 
-    var client: DaemonClient { DaemonClient(socketPath: socket) }
+    @Option(name: .long, help: ArgumentHelp("passaged's socket (or $PASSAGE_SOCKET; default \(ClientOptions.defaultSocket)).", valueName: "PATH"))
+    var socket: String?
+
+    var path: String { socket ?? ProcessInfo.processInfo.environment["PASSAGE_SOCKET"] ?? Self.defaultSocket }
+    /// The user named a socket: not finding the daemon there is an error, not a reason to work locally.
+    var explicit: Bool { socket != nil || ProcessInfo.processInfo.environment["PASSAGE_SOCKET"] != nil }
+    var client: DaemonClient { DaemonClient(socketPath: path) }
+}
+
+/// For commands that change the host: through passaged when it runs and manages the same sysfs
+/// tree (so its store and event stream see every change, and its claims are respected), directly
+/// on sysfs otherwise.
+struct RouteOptions: ParsableArguments {
+    @OptionGroup var daemon: ClientOptions
+
+    @Flag(name: .long, help: "Change sysfs directly even when passaged runs (it notices on its next rescan or uevent).")
+    var local = false
+
+    /// The daemon to send the change to, or nil to make it here.
+    func daemonClient(for root: SysfsRoot) throws(CLIError) -> DaemonClient? {
+        if local { return nil }
+        let c = daemon.client
+        guard let health = c.health() else {
+            if daemon.explicit {
+                throw CLIError(code: "daemon-unavailable", message: "nothing answers on \(c.socketPath); start passaged, or leave out --socket/PASSAGE_SOCKET (or give --local) to change sysfs directly", exitCode: 69)
+            }
+            return nil
+        }
+        if let managed = health.sysfsRoot, Self.normalized(managed) != Self.normalized(root.path) {
+            if daemon.explicit {
+                throw CLIError.usage("passaged on \(c.socketPath) manages \(managed), not \(root.path); leave out --sysfs-root or --socket")
+            }
+            return nil
+        }
+        return c
+    }
+
+    static func normalized(_ p: String) -> String {
+        var s = p
+        while s.count > 1 && s.hasSuffix("/") { s.removeLast() }
+        return s
+    }
 }
 
 /// The CLI's side of the API: JSON requests on the Unix socket, API errors turned into CLI errors.
 struct DaemonClient {
     let socketPath: String
 
-    /// True when something accepts connections on the socket (the daemon is running).
-    var reachable: Bool {
-        guard FileManager.default.fileExists(atPath: socketPath) else { return false }
-        return (try? UnixHTTPClient(socketPath: socketPath, timeout: 2).request("GET", "/v1/health")) != nil
+    /// The daemon's health (also while it reconciles, answering 503), or nil when nothing answers.
+    func health() -> HealthInfo? {
+        guard FileManager.default.fileExists(atPath: socketPath),
+              let r = try? UnixHTTPClient(socketPath: socketPath, timeout: 2).request("GET", "/v1/health") else { return nil }
+        return try? JSONDecoder().decode(HealthInfo.self, from: Data(r.body))
+    }
+
+    /// Follows a long operation (`202` + operation resource) until it ends, handing each new
+    /// progress line to `progress`; throws the operation's error if it failed.
+    func follow(_ start: OperationInfo, progress: (String) -> Void) throws(CLIError) -> OperationInfo {
+        var op = start
+        var shown = 0
+        while true {
+            for line in op.progress.dropFirst(shown) { progress(line) }
+            shown = op.progress.count
+            if op.state != "running" { break }
+            usleep(50_000)
+            op = try get("/v1/operations/\(op.id)", as: OperationInfo.self)
+        }
+        if let e = op.error { throw CLIError(code: e.code, message: e.message, exitCode: e.code == "invalid-argument" ? 64 : 1) }
+        return op
     }
 
     func get<T: Decodable>(_ path: String, as type: T.Type = T.self) throws(CLIError) -> T {

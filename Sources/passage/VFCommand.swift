@@ -25,6 +25,7 @@ struct VFCreate: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
+    @OptionGroup var route: RouteOptions
 
     @Argument(help: ArgumentHelp("PCI address of the physical function.", valueName: "PF"))
     var pf: String
@@ -63,6 +64,17 @@ struct VFCreate: ParsableCommand {
             if (nvmeQueues == nil) != (nvmeInterrupts == nil) {
                 throw CLIError.usage("--nvme-queues and --nvme-interrupts go together")
             }
+            if !dryRun, let client = try route.daemonClient(for: sysfs.root) {
+                guard count >= 1 else { throw CLIError.usage("--count must be at least 1 (use `passage vf remove \(a)` to remove VFs)") }
+                let request = VFCreateRequest(count: count, driver: driver, autoprobe: probe, nvmeQueues: nvmeQueues,
+                                              nvmeInterrupts: nvmeInterrupts, force: force ? true : nil)
+                let started = try client.send("POST", "/v1/pfs/\(a)/vfs", body: request, as: OperationInfo.self)
+                let json = output.json
+                let op = try client.follow(started) { line in if !json { writeStdout(line + "\n") } }
+                guard let info = op.result else { throw CLIError(code: "bad-response", message: "operation \(op.id) ended without a result", exitCode: 1) }
+                if json { try printJSON(info) } else { writeStdout("\(a): \(info.numVFs) VF\(info.numVFs == 1 ? "" : "s") ready (operation \(op.id))\n") }
+                return
+            }
             let root = sysfs.root
             let writer = KernelSysfsWriter(root: root)
             let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
@@ -100,6 +112,7 @@ struct VFRemove: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var sysfs: SysfsOptions
+    @OptionGroup var route: RouteOptions
 
     @Argument(help: ArgumentHelp("PCI address of the physical function.", valueName: "PF"))
     var pf: String
@@ -110,6 +123,13 @@ struct VFRemove: ParsableCommand {
     func run() throws {
         try reportingErrors(json: output.json) {
             let a = try parseAddress(pf)
+            if !dryRun, let client = try route.daemonClient(for: sysfs.root) {
+                let started = try client.delete("/v1/pfs/\(a)/vfs", as: OperationInfo.self)
+                let op = try client.follow(started) { _ in }
+                guard let info = op.result else { throw CLIError(code: "bad-response", message: "operation \(op.id) ended without a result", exitCode: 1) }
+                if output.json { try printJSON(info) } else { writeStdout(info.actions.isEmpty ? "\(a): has no VFs, nothing to do\n" : "\(a): VFs removed (operation \(op.id))\n") }
+                return
+            }
             let root = sysfs.root
             let writer = KernelSysfsWriter(root: root)
             let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),

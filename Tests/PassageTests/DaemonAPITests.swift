@@ -339,6 +339,59 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         await h.stop()
     }
 
+    /// `passage bind/restore/vf` go through a running daemon (which writes through the simulated
+    /// kernel here: a driver that moves proves the daemon did it, since the CLI's own writer would
+    /// only write files), respect its claims, show operation progress; a missing or mismatched
+    /// daemon named explicitly is an error.
+    @Test func cliChangesGoThroughTheDaemon() async throws {
+        let h = try DaemonHarness()
+        defer { h.cleanup() }
+        try h.fixture.addDriver("iavf")
+        StandardFixtures.teachSmallVFs(h.kernel)
+        try await h.start()
+        let passage = try passageBinary()
+        let root = h.fixture.root.path
+        func cli(_ args: [String], socket: String? = nil, sysfsRoot: String? = nil) async throws -> ProcessResult {
+            try await blocking { try runProcess(passage, args + ["--sysfs-root", sysfsRoot ?? root, "--socket", socket ?? h.socket]) }
+        }
+        func driver(_ a: String) throws -> String? { try PCIInventory(root: h.fixture.root, lookUpNames: false).device(DaemonHarness.a(a)).driver }
+
+        let bound = try await cli(["bind", "0000:05:00.0", "--group", "--json"])
+        #expect(bound.status == 0, "\(bound.stderr)")
+        #expect(try driver("05:00.0") == "vfio-pci" && driver("05:00.1") == "vfio-pci")
+        let info = try JSONDecoder().decode(BindResultInfo.self, from: bound.stdout)
+        #expect(info.devices.map(\.address) == ["0000:05:00.0", "0000:05:00.1"] && info.devices.allSatisfy(\.changed))
+        let restored = try await cli(["restore", "0000:05:00.0", "0000:05:00.1"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(try driver("05:00.0") == "e1000" && driver("05:00.1") == "e1000")
+
+        // A claimed device: the daemon refuses, the CLI says why, nothing moves.
+        let (st, body) = try await h.curl("POST", "/v1/claims", #"{"owner":"vm-1","devices":["0000:00:03.0"]}"#)
+        #expect(st == 201)
+        let id = try #require(try h.json(body)["id"] as? String)
+        let before = try h.hostState()
+        let refused = try await cli(["restore", "0000:00:03.0"])
+        #expect(refused.status != 0 && refused.stderr.contains(id), "\(refused.stderr)")
+        #expect(try h.hostState() == before)
+
+        // VF creation as a daemon operation, with progress lines.
+        let created = try await cli(["vf", "create", "0000:01:00.0", "--count", "3", "--driver", "vfio-pci"])
+        #expect(created.status == 0, "\(created.stderr)")
+        #expect(created.text.components(separatedBy: "\n").filter { $0.hasPrefix("VF ") && $0.contains("ready on vfio-pci") }.count == 3, "\(created.text)")
+        #expect(try h.daemon.inventory.current().devices.filter { $0.physfn == DaemonHarness.a("01:00.0") && $0.driver == "vfio-pci" }.count == 3)
+        let removed = try await cli(["vf", "remove", "0000:01:00.0", "--json"])
+        #expect(removed.status == 0, "\(removed.stderr)")
+        #expect(try VFManager(root: h.fixture.root, writer: h.kernel).physicalFunction(DaemonHarness.a("01:00.0")).sriov.numVFs == 0)
+
+        // Named explicitly but absent, or managing another tree: errors, no local fallback.
+        let absent = try await cli(["bind", "0000:05:00.0"], socket: root + ".nothing")
+        #expect(absent.status == 69 && absent.stderr.contains("nothing answers"), "\(absent.stderr)")
+        let other = try await cli(["bind", "0000:05:00.0"], sysfsRoot: root + "/bus/..")
+        #expect(other.status == 64 && other.stderr.contains("manages"), "\(other.stderr)")
+        #expect(try driver("05:00.0") == "e1000")
+        await h.stop()
+    }
+
     /// 64 clients race to claim and release 8 single-function groups: never two holders of a group,
     /// and afterwards the store matches sysfs.
     @Test func racingClientsNeverShareAGroup() async throws {
