@@ -53,6 +53,8 @@ final class TestHTTPHandler: HTTPHandler {
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/x-ndjson")], body: .stream(stream))
         case "/plain":
             return HTTPResponse(status: 200, body: .bytes(Array("ok".utf8)))
+        case "/big":  // far more than a Unix socket buffers
+            return HTTPResponse(status: 200, body: .bytes([UInt8](repeating: UInt8(ascii: "x"), count: 16 << 20)))
         default:
             return HTTPResponse(status: 404, body: .bytes(HTTPErrorBody.json(code: "not-found", message: request.path)))
         }

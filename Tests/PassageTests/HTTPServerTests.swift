@@ -222,6 +222,27 @@ struct HTTPServerTests {
         }
     }
 
+    @Test func clientThatStopsReadingIsClosedAfterTheWriteTimeout() async throws {
+        var limits = Self.short()
+        limits.writeTimeout = 0.5
+        try await withServer(limits) { s in
+            let start = Date()
+            let stuck = try RawClient(s.path)
+            try stuck.send(request("GET", "/big"))
+            // It never reads; others are served meanwhile.
+            for _ in 0..<3 {
+                #expect(try await curl(s.path, ["http://localhost/plain"]).responses.first?.status == 200)
+            }
+            try await Task.sleep(for: .milliseconds(1500))
+            #expect(s.server.metrics.snapshot().writeTimeouts == 1)
+            // What it reads now is a cut-off response followed by the close.
+            let (closed, bytes) = try await offPool { stuck.waitForClose(timeout: 5) }
+            #expect(closed)
+            #expect(bytes.count < 16 << 20, "the whole 16 MiB arrived: the connection was not cut")
+            #expect(Date().timeIntervalSince(start) < 10)
+        }
+    }
+
     @Test func slowClientOneBytePer100msGets408() async throws {
         try await withServer(Self.short(request: 1)) { s in
             let (status, code, elapsed) = try await offPool { [path = s.path] in

@@ -288,7 +288,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
         }
         let buffer = context.channel.allocator.buffer(bytes: chunk)
-        return context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
+        let written = context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))))
+        closeUnlessWritten(written)
+        return written
     }
 
     private func streamEnded() {
@@ -306,14 +308,29 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // State first: writing `.end` may deliver a pipelined request at once.
             state = .idle
             armIdleTimer()
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            closeUnlessWritten(context.writeAndFlush(wrapOutboundOut(.end(nil))))
         } else {
             state = .closing
             cancelTimer()
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            closeUnlessWritten(written)
+            written.assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }
+    }
+
+    /// Closes the connection if `write` (a response or a stream chunk) has not reached the socket
+    /// within `limits.writeTimeout`: the client stopped reading.
+    private func closeUnlessWritten(_ write: EventLoopFuture<Void>) {
+        guard let context else { return }
+        let limit = limits.writeTimeout
+        let deadline = context.eventLoop.assumeIsolated().scheduleTask(in: Self.amount(limit)) { [self] in
+            metrics.update { $0.writeTimeouts += 1 }
+            logger.debug("closing a connection whose client stopped reading", metadata: ["seconds": "\(limit)", "peer": "\(peer.map { "\($0.pid)" } ?? "?")"])
+            self.context?.close(mode: .all, promise: nil)
+        }
+        write.whenComplete { _ in deadline.cancel() }
     }
 
     // MARK: refusing and closing

@@ -17,6 +17,8 @@ public final class HTTPServerMetrics: Sendable {
         public var requestTimeouts = 0
         /// Keep-alive connections closed after `idleTimeout`.
         public var idleTimeouts = 0
+        /// Connections closed because the client did not read a response within `writeTimeout`.
+        public var writeTimeouts = 0
         /// Requests refused as malformed (400).
         public var malformedRequests = 0
         /// Requests refused for their body (413) or head (431) size.
@@ -56,7 +58,7 @@ public final class HTTPServerMetrics: Sendable {
         metric("connections_rejected_total", "counter", "Connections refused with 503 (too many open).",
                [("", s.rejectedConnections)])
         metric("timeouts_total", "counter", "Connections closed by a timeout.",
-               [("{kind=\"request\"}", s.requestTimeouts), ("{kind=\"idle\"}", s.idleTimeouts)])
+               [("{kind=\"request\"}", s.requestTimeouts), ("{kind=\"idle\"}", s.idleTimeouts), ("{kind=\"write\"}", s.writeTimeouts)])
         metric("refused_requests_total", "counter", "Requests refused by the server before the handler.",
                [("{reason=\"malformed\"}", s.malformedRequests), ("{reason=\"body-too-large\"}", s.bodyTooLarge),
                 ("{reason=\"header-too-large\"}", s.headerTooLarge)])

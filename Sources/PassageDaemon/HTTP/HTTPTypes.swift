@@ -72,6 +72,9 @@ public struct HTTPLimits: Sendable {
     public var requestTimeout: Double = 5
     /// An idle keep-alive connection is closed after this long.
     public var idleTimeout: Double = 60
+    /// A response (or one chunk of an event stream) the client has not read within this long
+    /// closes the connection: a client that stops reading cannot pin a slot and its buffers.
+    public var writeTimeout: Double = 30
     /// Connections beyond this many are answered 503 and closed at once.
     public var maxConnections: Int = 256
 
