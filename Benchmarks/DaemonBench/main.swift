@@ -3,7 +3,7 @@
 // 4,096-function fixture tree (16 PFs × 255 VFs); the list call compared with `lspci -vmm` on the
 // same tree. Claims bind through a simulated kernel (the fixture has no kernel behind it).
 //
-//   swift run -c release daemon-bench [--requests N] [--keep DIR]
+//   swift run -c release daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci]
 import Foundation
 import HostPCI
 import Logging
@@ -15,12 +15,14 @@ import SysfsFixtures
 func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
 var perClient = 50
 var keepAt: String?
+var onlyArg: String?
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
-    guard let v = args.popFirst() else { fatalError("usage: daemon-bench [--requests N] [--keep DIR]") }
+    guard let v = args.popFirst() else { fatalError("usage: daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci]") }
     switch a {
     case "--requests": perClient = Int(v)!
     case "--keep": keepAt = v
+    case "--only": onlyArg = v
     default: fatalError("unknown option \(a)")
     }
 }
@@ -79,6 +81,10 @@ func measure(clients: Int, iterations: Int, _ op: @escaping @Sendable (UnixHTTPC
     return (Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, results.failures)
 }
 
+let only = onlyArg
+func wanted(_ part: String) -> Bool { only == nil || only == part }
+
+if wanted("list") {
 say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.listJSON().count / 1024) KiB of JSON):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
@@ -86,6 +92,8 @@ for clients in [1, 16, 64] {
     }
     say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }
+}
+if wanted("device") {
 say("\nGET /v1/devices/ADDR (one device):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, c, i in
@@ -93,6 +101,23 @@ for clients in [1, 16, 64] {
     }
     say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }
+}
+if wanted("claims") {
+// The floor under claims: one claim+release is 4 fsync'd SQLite commits (claim intent, claim
+// done, release intent, release done). The same store code, on the same file system, alone.
+let probeDir = state + ".fsync-probe"
+try? FileManager.default.removeItem(atPath: probeDir)
+let probe = try Store(directory: probeDir)
+let commits = 400
+let c0 = now()
+for i in 0..<(commits / 2) {
+    let id = try probe.beginIntent(kind: "probe", payload: "\(i)", now: 0)
+    try probe.endIntent(id, state: "done", now: 0)
+}
+let commitRate = Double(commits) / (now() - c0)
+try? FileManager.default.removeItem(atPath: probeDir)
+say(String(format: "\nfsync'd store commits alone: %.0f per s → at most %.0f claim+release/s (4 commits each)", commitRate, commitRate / 4))
+
 say("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
 let claimsPerClient = max(perClient / 10, 5)
 for clients in [1, 16, 64] {
@@ -102,10 +127,13 @@ for clients in [1, 16, 64] {
               r.status == 201, let claim = try? JSONDecoder().decode(ClaimInfo.self, from: Data(r.body)) else { return false }
         return (try? client.request("DELETE", "/v1/claims/\(claim.id)"))?.status == 200
     }
-    say(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+    say(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d  (%.0f%% of the fsync bound)", clients, rps, p50, p99, failed, rps / (commitRate / 4) * 100))
+}
+
 }
 
 // The peer: lspci -vmm over the same tree.
+if wanted("list") || wanted("lspci") {
 var lspciTimes: [Double] = []
 for _ in 0..<5 {
     let p = Process()
@@ -120,6 +148,8 @@ for _ in 0..<5 {
 }
 say(String(format: "\nlspci -D -nn -k -vmm on the same tree: median %.1f ms (the daemon's list p50 with 1 client is %.1f× faster)",
              percentile(lspciTimes, 0.5) * 1000, percentile(lspciTimes, 0.5) * 1000 / measure(clients: 1, iterations: 20) { c, _, _ in (try? c.request("GET", "/v1/devices"))?.status == 200 }.1))
+
+}
 
 serverTask.cancel()
 _ = await serverTask.result

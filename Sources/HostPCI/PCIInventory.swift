@@ -51,7 +51,7 @@ public struct PCIInventory: Sendable {
         }
         if lookUpNames { device.names = library.names(of: device) }
         if let pf = device.physfn, let pfDir = SysfsDirectory(root.devicePath(pf)) {
-            device.vfIndex = Self.virtualFunctionLinks(pfDir).first { $0.address == address }?.index
+            device.vfIndex = Self.vfIndex(of: address, pf: pf, pfDir: pfDir)
         }
         return device
     }
@@ -174,6 +174,21 @@ public struct PCIInventory: Sendable {
             links.append(VirtualFunctionLink(index: index, address: address))
         }
         return links.sorted { $0.index < $1.index }
+    }
+
+    /// A VF's index among its PF's: computed from the routing IDs (VF RID = PF RID + offset +
+    /// index × stride) and confirmed by the one `virtfnN` link, so that a PF with 255 VFs costs
+    /// one readlink, not 255; every link is read only when the arithmetic does not hold.
+    static func vfIndex(of vf: PCIAddress, pf: PCIAddress, pfDir: borrowing SysfsDirectory) -> Int? {
+        func rid(_ a: PCIAddress) -> Int { Int(a.bus) << 8 | Int(a.device) << 3 | Int(a.function) }
+        if vf.domain == pf.domain, let offset = pfDir.readInt("sriov_offset"), let stride = pfDir.readInt("sriov_stride"), stride > 0 {
+            let distance = rid(vf) - rid(pf) - offset
+            if distance >= 0 && distance % stride == 0, let target = pfDir.readLinkBytes("virtfn\(distance / stride)"),
+               PCIAddress.fromSysfsName(bytes: lastComponent(target)) == vf {
+                return distance / stride
+            }
+        }
+        return virtualFunctionLinks(pfDir).first { $0.address == vf }?.index
     }
 
     /// Sets each VF's `vfIndex` from its PF's links.

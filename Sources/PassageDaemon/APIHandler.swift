@@ -70,7 +70,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return try Self.json(200, try inventory.current().wire.filter(filter.matches))
         case ("GET", "devices", 3):
             let a = try Self.address(parts[2])
-            guard let d = try inventory.current().wire.first(where: { $0.address == a.description }) else {
+            guard let d = try inventory.current().info(a) else {
                 throw APIError(404, "device-not-found", "no PCI device \(a) on this host; GET /v1/devices lists them")
             }
             return try Self.json(200, d)

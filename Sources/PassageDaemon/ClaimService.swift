@@ -84,7 +84,6 @@ public final class ClaimService: @unchecked Sendable {
         // The cached inventory, with the functions asked for (and, below, their groups) re-read from
         // sysfs: a claim decides on the current drivers without rescanning every function.
         let snapshot = try inventory.current()
-        let byAddress = Dictionary(snapshot.devices.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
         let holds = try store.groupHolds()
 
         // The functions asked for.
@@ -93,7 +92,7 @@ public final class ClaimService: @unchecked Sendable {
             for text in list {
                 let a: PCIAddress
                 do { a = try PCIAddress(parsing: text) } catch { throw APIError(error) }
-                guard let d = byAddress[a] else { throw APIError(404, "device-not-found", "no PCI device \(a) on this host; GET /v1/devices lists them") }
+                guard let d = snapshot.device(a) else { throw APIError(404, "device-not-found", "no PCI device \(a) on this host; GET /v1/devices lists them") }
                 if !requested.contains(where: { $0.address == a }) { requested.append(d) }
             }
         } else if let selector = r.selector, let count = r.count {
@@ -112,7 +111,7 @@ public final class ClaimService: @unchecked Sendable {
                 throw APIError(409, "group-taken", "IOMMU group \(g) of \(d.address) is held by claim \(holder); release it first (DELETE /v1/claims/\(holder))")
             }
             guard groupsSeen.insert(g).inserted else { continue }
-            let cachedGroup = snapshot.groups.first { $0.number == g }?.devices ?? [d]
+            let cachedGroup = snapshot.group(g)?.devices ?? [d]
             let fresh = PCIInventory(root: root, lookUpNames: false)
             let group = cachedGroup.map { (try? fresh.device($0.address)) ?? $0 }
             for m in group where !m.isBridge {

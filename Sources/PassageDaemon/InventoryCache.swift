@@ -20,6 +20,22 @@ public final class InventoryCache: @unchecked Sendable {
         public var wire: [DeviceInfo]
         public var groups: [IOMMUGroup]
         public var scannedAt: Date
+        /// Position of each function in `devices`/`wire`, of each group in `groups`.
+        public var index: [PCIAddress: Int]
+        public var groupIndex: [Int: Int]
+
+        init(devices: [PCIDevice], groups: [IOMMUGroup]) {
+            self.devices = devices
+            wire = devices.map(DeviceInfo.init)
+            self.groups = groups
+            scannedAt = Date()
+            index = Dictionary(devices.enumerated().map { ($1.address, $0) }, uniquingKeysWith: { a, _ in a })
+            groupIndex = Dictionary(groups.enumerated().map { ($1.number, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+
+        public func device(_ a: PCIAddress) -> PCIDevice? { index[a].map { devices[$0] } }
+        public func info(_ a: PCIAddress) -> DeviceInfo? { index[a].map { wire[$0] } }
+        public func group(_ number: Int) -> IOMMUGroup? { groupIndex[number].map { groups[$0] } }
     }
 
     public init(root: SysfsRoot, events: EventHub) {
@@ -49,25 +65,47 @@ public final class InventoryCache: @unchecked Sendable {
     /// A function that appeared or vanished means a full rescan.
     @discardableResult
     public func refresh(_ addresses: [PCIAddress]) throws -> Snapshot {
-        guard var next = lock.withLock({ snapshot }) else { return try refresh() }
-        let inventory = PCIInventory(root: root)
-        var changed: [PCIDevice] = []
+        guard let base = lock.withLock({ snapshot }) else { return try refresh() }
+        // Names come from the cached device when the ids are the same (loading pci.ids again
+        // would cost more than everything else in a claim).
+        let inventory = PCIInventory(root: root, lookUpNames: false)
+        var fresh: [PCIDevice] = []
         for a in Set(addresses) {
-            guard let i = next.devices.firstIndex(where: { $0.address == a }) else { return try refresh() }
-            guard let d = try? inventory.device(a) else { return try refresh() }
-            changed.append(d)
-            next.devices[i] = d
-            next.wire[i] = DeviceInfo(d)
-        }
-        let byAddress = Dictionary(changed.map { ($0.address, $0) }, uniquingKeysWith: { a, _ in a })
-        for g in next.groups.indices {
-            for m in next.groups[g].devices.indices {
-                if let d = byAddress[next.groups[g].devices[m].address] { next.groups[g].devices[m] = d }
+            guard let old = base.device(a), var d = try? inventory.device(a) else { return try refresh() }
+            if old.vendorID == d.vendorID && old.deviceID == d.deviceID && old.classCode == d.classCode
+                && old.subsystemVendorID == d.subsystemVendorID && old.subsystemDeviceID == d.subsystemDeviceID {
+                d.names = old.names
+            } else if let named = try? PCIInventory(root: root).device(a) {
+                d = named
             }
+            fresh.append(d)
         }
-        next.scannedAt = Date()
-        install(next)
-        return next
+        // Patched in place: the snapshot leaves the cache while the lock is held, so its arrays
+        // are uniquely referenced and 4,096 entries are not copied for a change of one (unless a
+        // reader still holds this snapshot, which then keeps its own).
+        var changes: [(old: DeviceInfo, new: DeviceInfo)] = []
+        let patched: Snapshot? = lock.withLock {
+            guard var next = snapshot else { return nil }
+            snapshot = nil
+            for d in fresh {
+                guard let i = next.index[d.address] else { continue }
+                let info = DeviceInfo(d)
+                changes.append((next.wire[i], info))
+                next.devices[i] = d
+                next.wire[i] = info
+                if let g = d.iommuGroup, let gi = next.groupIndex[g],
+                   let m = next.groups[gi].devices.firstIndex(where: { $0.address == d.address }) {
+                    next.groups[gi].devices[m] = d
+                }
+            }
+            next.scannedAt = Date()
+            snapshot = next
+            generation += 1
+            return next
+        }
+        guard let patched else { return try refresh() }
+        for (old, new) in changes { publishChange(from: old, to: new) }
+        return patched
     }
 
     /// Rescans now; publishes device-appeared/vanished/changed events against the previous scan.
@@ -75,13 +113,7 @@ public final class InventoryCache: @unchecked Sendable {
     public func refresh() throws -> Snapshot {
         let inventory = PCIInventory(root: root)
         let devices = try inventory.devices()
-        let next = Snapshot(devices: devices, wire: devices.map(DeviceInfo.init), groups: inventory.groups(devices: devices), scannedAt: Date())
-        install(next)
-        return next
-    }
-
-    /// Makes `next` current and publishes what changed against the one it replaces.
-    private func install(_ next: Snapshot) {
+        let next = Snapshot(devices: devices, groups: inventory.groups(devices: devices))
         let previous = lock.withLock { () -> Snapshot? in
             let p = snapshot
             snapshot = next
@@ -89,6 +121,7 @@ public final class InventoryCache: @unchecked Sendable {
             return p
         }
         if let previous { publishChanges(from: previous.wire, to: next.wire) }
+        return next
     }
 
     private func publishChanges(from old: [DeviceInfo], to new: [DeviceInfo]) {
@@ -101,10 +134,14 @@ public final class InventoryCache: @unchecked Sendable {
             events.publish("device-vanished", address: d.address, message: "\(d.address) is gone")
         }
         for d in new {
-            guard let b = before[d.address], b.driver != d.driver || b.driverOverride != d.driverOverride || b.sriov?.numVFs != d.sriov?.numVFs else { continue }
-            events.publish("device-changed", address: d.address,
-                           message: "\(d.address): driver \(b.driver ?? "none") → \(d.driver ?? "none")" + (b.sriov?.numVFs != d.sriov?.numVFs ? ", VFs \(b.sriov?.numVFs ?? 0) → \(d.sriov?.numVFs ?? 0)" : ""))
+            if let b = before[d.address] { publishChange(from: b, to: d) }
         }
+    }
+
+    private func publishChange(from b: DeviceInfo, to d: DeviceInfo) {
+        guard b.driver != d.driver || b.driverOverride != d.driverOverride || b.sriov?.numVFs != d.sriov?.numVFs else { return }
+        events.publish("device-changed", address: d.address,
+                       message: "\(d.address): driver \(b.driver ?? "none") → \(d.driver ?? "none")" + (b.sriov?.numVFs != d.sriov?.numVFs ? ", VFs \(b.sriov?.numVFs ?? 0) → \(d.sriov?.numVFs ?? 0)" : ""))
     }
 }
 

@@ -95,7 +95,7 @@ extension ClaimService {
                     let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
                     let snapshot = try self.inventory.current()
                     for vf in vfs {
-                        if let g = snapshot.devices.first(where: { $0.address == vf.address })?.iommuGroup, let holder = holds[g] {
+                        if let g = snapshot.device(vf.address)?.iommuGroup, let holder = holds[g] {
                             throw APIError(409, "vfs-in-use", "VF \(vf.address) of \(pf) is held by claim \(holder); release it before removing the VFs")
                         }
                     }

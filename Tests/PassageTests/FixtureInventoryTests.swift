@@ -22,6 +22,19 @@ import SysfsFixtures
         return try #require(devices.first { $0.address == a })
     }
 
+    /// `device(_:)` finds a VF's index by routing-ID arithmetic plus one link; it must agree with
+    /// the full scan, and fall back to reading every link when the arithmetic does not hold.
+    @Test func singleDeviceVFIndexAgreesWithTheScan() throws {
+        let inventory = PCIInventory(root: fixture.root, lookUpNames: false)
+        let vfs = devices.filter(\.isVirtualFunction)
+        #expect(!vfs.isEmpty)
+        for vf in vfs { #expect(try inventory.device(vf.address).vfIndex == vf.vfIndex, "\(vf.address)") }
+        // A lying sriov_offset: the arithmetic misses, the links still answer.
+        let pf = try #require(vfs.first?.physfn)
+        try "3\n".write(toFile: fixture.root.devicePath(pf) + "/sriov_offset", atomically: false, encoding: .utf8)
+        for vf in vfs where vf.physfn == pf { #expect(try inventory.device(vf.address).vfIndex == vf.vfIndex, "\(vf.address) after the offset changed") }
+    }
+
     @Test func findsEveryFunctionSorted() throws {
         #expect(devices.map(\.address.description) == [
             "0000:00:00.0", "0000:00:03.0", "0000:00:04.0", "0000:00:1c.0", "0000:00:1e.0",

@@ -29,4 +29,13 @@ import Testing
         #expect(UdevMonitor.Event(action: "add", subsystem: "net", sysname: "eth0", devpath: "/devices/virtual/net/eth0").address == nil)
         #expect(UdevMonitor.Event(action: "add", subsystem: "pci", sysname: "pci0000:00", devpath: "/devices/pci0000:00").address == nil)
     }
+
+    /// Event times: the hand-made formatter agrees with Foundation's ISO 8601 one.
+    @Test(arguments: [0.0, 1_764_100_319.123, 1_764_100_319.9999, 951_782_400.5, 4_102_444_799.001])
+    func eventTimesAreRFC3339(_ t: Double) {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let d = Date(timeIntervalSince1970: t)
+        #expect(rfc3339(d) == f.string(from: d))
+    }
 }
