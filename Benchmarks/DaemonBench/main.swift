@@ -85,10 +85,26 @@ let only = onlyArg
 func wanted(_ part: String) -> Bool { only == nil || only == part }
 
 if wanted("list") {
-say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.listJSON().count / 1024) KiB of JSON):")
+say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.listJSON().buffer.readableBytes / 1024) KiB of JSON):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
         (try? client.request("GET", "/v1/devices"))?.status == 200
+    }
+    say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+}
+say("\nGET /v1/devices with If-None-Match (a poller revalidating the whole list; 304 when nothing changed):")
+let tag = try daemon.inventory.entityTag(daemon.inventory.listJSON().generation)
+for clients in [1, 16, 64] {
+    let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
+        (try? client.request("GET", "/v1/devices", headers: [("If-None-Match", tag)]))?.status == 304
+    }
+    say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
+}
+say("\nGET /v1/devices?limit=100&after=ADDR (one page of 100):")
+let allAddresses = try daemon.inventory.current().devices.map(\.address.description)
+for clients in [1, 16, 64] {
+    let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, c, i in
+        (try? client.request("GET", "/v1/devices?limit=100&after=" + allAddresses[(c * 131 + i * 17) % (allAddresses.count - 100)]))?.status == 200
     }
     say(String(format: "  %2d clients: %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", clients, rps, p50, p99, failed))
 }

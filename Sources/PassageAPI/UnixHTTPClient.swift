@@ -67,18 +67,19 @@ public final class UnixHTTPClient {
     }
 
     /// Sends one request and reads the whole response. Reconnects once if a kept-alive connection was closed.
-    public func request(_ method: String, _ path: String, body: [UInt8]? = nil) throws(ClientError) -> Response {
+    public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = []) throws(ClientError) -> Response {
         do {
-            return try send(method, path, body: body)
+            return try send(method, path, body: body, headers: headers)
         } catch {
             close()
-            return try send(method, path, body: body)
+            return try send(method, path, body: body, headers: headers)
         }
     }
 
-    private func send(_ method: String, _ path: String, body: [UInt8]?) throws(ClientError) -> Response {
+    private func send(_ method: String, _ path: String, body: [UInt8]?, headers: [(String, String)]) throws(ClientError) -> Response {
         try connectIfNeeded()
         var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nUser-Agent: passage\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
         try writeAll(Array(head.utf8) + (body ?? []))
@@ -120,18 +121,25 @@ public final class UnixHTTPClient {
         }
     }
 
-    private func fill() throws(ClientError) {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                throw ClientError(message: "no answer from \(socketPath) within \(timeout) s", errno: errno)
+    /// Receives what is there (at least `atLeast` bytes of room) straight into the buffer's tail.
+    private func fill(atLeast room: Int = 65536) throws(ClientError) {
+        let start = buffer.count
+        var received = 0
+        var failure: Int32 = 0
+        buffer.append(contentsOf: repeatElement(0, count: room))  // capacity grows geometrically; bytes are overwritten
+        buffer.withUnsafeMutableBytes { raw in
+            while true {
+                let n = recv(fd, raw.baseAddress! + start, room, 0)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { failure = errno } else { received = n }
+                return
             }
-            guard n > 0 else { throw ClientError(message: "passaged closed the connection", errno: n < 0 ? errno : nil) }
-            buffer += chunk[..<n]
-            return
         }
+        buffer.removeLast(room - received)
+        if failure == EAGAIN || failure == EWOULDBLOCK {
+            throw ClientError(message: "no answer from \(socketPath) within \(timeout) s", errno: failure)
+        }
+        guard received > 0 else { throw ClientError(message: "passaged closed the connection", errno: failure != 0 ? failure : nil) }
     }
 
     private func readHead() throws(ClientError) -> (Int, [String: String]) {
@@ -160,7 +168,12 @@ public final class UnixHTTPClient {
             return body
         }
         let length = Int(headers["content-length"] ?? "0") ?? 0
-        while buffer.count < length { try fill() }
+        if buffer.count < length { buffer.reserveCapacity(length) }
+        while buffer.count < length { try fill(atLeast: max(65536, min(length - buffer.count, 1 << 20))) }
+        if buffer.count == length {  // the usual case: hand the buffer over, no copy
+            defer { buffer = [] }
+            return buffer
+        }
         let body = Array(buffer[..<length])
         buffer.removeSubrange(..<length)
         return body

@@ -66,8 +66,35 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return try Self.json(ready ? 200 : 503, info)
         case ("GET", "devices", 2):
             let filter = try DeviceQuery(r.query)
-            if filter.isEmpty { return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .bytes(try inventory.listJSON())) }
-            return try Self.json(200, try inventory.current().wire.filter(filter.matches))
+            if filter.isEmpty && filter.page == nil {
+                let (buffer, generation) = try inventory.listJSON()
+                return try Self.conditional(r, tag: inventory.entityTag(generation)) {
+                    HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .buffer(buffer))
+                }
+            }
+            let snapshot = try inventory.current()
+            return try Self.conditional(r, tag: inventory.entityTag(snapshot.generation)) {
+                var matching: [DeviceInfo] = []
+                var headers: [(String, String)] = []
+                let limit = filter.page?.limit ?? Int.max
+                // Devices are in address order: a page starts at a binary search, not a scan.
+                var i = filter.page?.after.map { after in snapshot.devices.partitioningIndex(where: { $0.address > after }) } ?? 0
+                while i < snapshot.wire.count {
+                    if filter.matches(snapshot.wire[i]) {
+                        if matching.count == limit {
+                            var q = r.query
+                            q["after"] = matching.last!.address
+                            headers.append(("Link", "</v1/devices?\(q.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&"))>; rel=\"next\""))
+                            break
+                        }
+                        matching.append(snapshot.wire[i])
+                    }
+                    i += 1
+                }
+                var response = try Self.json(200, matching)
+                response.headers += headers
+                return response
+            }
         case ("GET", "devices", 3):
             let a = try Self.address(parts[2])
             guard let d = try inventory.current().info(a) else {
@@ -178,6 +205,17 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
 
     // MARK: helpers
 
+    /// `If-None-Match` with the current tag: 304 without a body (a poller re-checks 4,096 devices
+    /// for the cost of a header); otherwise the response with its `ETag`.
+    static func conditional(_ r: HTTPRequest, tag: String, _ make: () throws -> HTTPResponse) throws -> HTTPResponse {
+        if let inm = r.headers["if-none-match"], inm.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag || $0.trimmingCharacters(in: .whitespaces) == "*" }) {
+            return HTTPResponse(status: 304, headers: [("ETag", tag)])
+        }
+        var response = try make()
+        response.headers.append(("ETag", tag))
+        return response
+    }
+
     static func address(_ text: String) throws -> PCIAddress {
         let decoded = text.removingPercentEncoding ?? text
         do { return try PCIAddress(parsing: decoded) } catch { throw APIError(error) }
@@ -258,7 +296,7 @@ struct DeviceQuery {
     var numa: Int?
 
     init(_ q: [String: String]) throws {
-        let allowed: Set<String> = ["class", "vendor", "driver", "sriov", "numa"]
+        let allowed: Set<String> = ["class", "vendor", "driver", "sriov", "numa", "limit", "after"]
         let unknown = Set(q.keys).subtracting(allowed)
         guard unknown.isEmpty else { throw APIError.badRequest("unknown filter \(unknown.sorted().joined(separator: ", ")); filters: \(allowed.sorted().joined(separator: ", "))") }
         if let c = q["class"] {
@@ -279,7 +317,21 @@ struct DeviceQuery {
             guard let x = Int(n) else { throw APIError.badRequest("numa \(n): expected a node number") }
             numa = x
         }
+        if q["limit"] != nil || q["after"] != nil {
+            let limit = try q["limit"].map { t -> Int in
+                guard let n = Int(t), (1...100_000).contains(n) else { throw APIError.badRequest("limit \(t): expected 1 to 100000 devices per page") }
+                return n
+            } ?? 1000
+            let after = try q["after"].map { t -> PCIAddress in
+                do { return try PCIAddress(parsing: t) } catch { throw APIError.badRequest("after \(t): expected the PCI address of the last device of the previous page (\(error))") }
+            }
+            page = (limit, after)
+        }
     }
+
+    /// `limit` devices (default 1000) after the address `after`, in address order; a `Link` header
+    /// with `rel="next"` when more follow.
+    var page: (limit: Int, after: PCIAddress?)?
 
     var isEmpty: Bool { classPrefix == nil && vendor == nil && driver == nil && !sriov && numa == nil }
 
@@ -346,5 +398,18 @@ public final class APIMetrics: @unchecked Sendable {
             }
             return out
         }
+    }
+}
+
+extension Array {
+    /// The first index whose element satisfies `predicate`, for a predicate that is false and then
+    /// true along the array (binary search).
+    func partitioningIndex(where predicate: (Element) -> Bool) -> Int {
+        var low = 0, high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if predicate(self[mid]) { high = mid } else { low = mid + 1 }
+        }
+        return low
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HostPCI
+import NIOCore
 import PassageAPI
 
 /// The device inventory the API serves: scanned from sysfs, patched after every change Passage
@@ -12,7 +13,9 @@ public final class InventoryCache: @unchecked Sendable {
     private var snapshot: Snapshot?
     /// Bumped with every new snapshot; the encoded list belongs to one generation.
     private var generation = 0
-    private var encodedList: (generation: Int, bytes: [UInt8])?
+    private var encodedList: (generation: Int, buffer: ByteBuffer)?
+    /// Tells this process's generations from an earlier run's in entity tags.
+    private let nonce = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     private let events: EventHub
 
     public struct Snapshot: Sendable {
@@ -23,6 +26,8 @@ public final class InventoryCache: @unchecked Sendable {
         /// Position of each function in `devices`/`wire`, of each group in `groups`.
         public var index: [PCIAddress: Int]
         public var groupIndex: [Int: Int]
+        /// The cache's generation when this snapshot was made current.
+        public var generation = 0
 
         init(devices: [PCIDevice], groups: [IOMMUGroup]) {
             self.devices = devices
@@ -49,17 +54,23 @@ public final class InventoryCache: @unchecked Sendable {
         return try refresh()
     }
 
-    /// `GET /v1/devices` without filters, ready to send: encoded once per snapshot.
-    public func listJSON() throws -> [UInt8] {
-        let (current, gen, cached) = try lock.withLock { () throws -> (Snapshot?, Int, [UInt8]?) in
-            (snapshot, generation, encodedList?.generation == generation ? encodedList?.bytes : nil)
+    /// `GET /v1/devices` without filters, ready to send: encoded once per snapshot, then the same
+    /// buffer for every request (no copy), with its generation.
+    public func listJSON() throws -> (buffer: ByteBuffer, generation: Int) {
+        let (current, cached) = lock.withLock { () -> (Snapshot?, ByteBuffer?) in
+            (snapshot, snapshot.flatMap { s in encodedList?.generation == s.generation ? encodedList?.buffer : nil })
         }
-        if let cached { return cached }
-        var json = try StreamingJSONEncoder(pretty: false).encode((current ?? refresh()).wire)
+        if let cached, let current { return (cached, current.generation) }
+        let s = try current ?? refresh()
+        var json = try StreamingJSONEncoder(pretty: false).encode(s.wire)
         json.append(UInt8(ascii: "\n"))
-        lock.withLock { if generation == gen { encodedList = (gen, json) } }
-        return json
+        let buffer = ByteBuffer(bytes: json)
+        lock.withLock { if snapshot?.generation == s.generation { encodedList = (s.generation, buffer) } }
+        return (buffer, s.generation)
     }
+
+    /// An HTTP entity tag for a snapshot: changes whenever the inventory does (and across restarts).
+    public func entityTag(_ generation: Int) -> String { "\"\(nonce)-\(generation)\"" }
 
     /// Re-reads just these functions (after Passage changed them) and patches the snapshot.
     /// A function that appeared or vanished means a full rescan.
@@ -99,8 +110,9 @@ public final class InventoryCache: @unchecked Sendable {
                 }
             }
             next.scannedAt = Date()
-            snapshot = next
             generation += 1
+            next.generation = generation
+            snapshot = next
             return next
         }
         guard let patched else { return try refresh() }
@@ -113,11 +125,12 @@ public final class InventoryCache: @unchecked Sendable {
     public func refresh() throws -> Snapshot {
         let inventory = PCIInventory(root: root)
         let devices = try inventory.devices()
-        let next = Snapshot(devices: devices, groups: inventory.groups(devices: devices))
+        var next = Snapshot(devices: devices, groups: inventory.groups(devices: devices))
         let previous = lock.withLock { () -> Snapshot? in
             let p = snapshot
-            snapshot = next
             generation += 1
+            next.generation = generation
+            snapshot = next
             return p
         }
         if let previous { publishChanges(from: previous.wire, to: next.wire) }

@@ -62,12 +62,12 @@ final class DaemonHarness: @unchecked Sendable {
 
     /// curl against the socket: (status, body). Runs on a GCD thread: a blocking wait on Swift's
     /// cooperative threads would starve the server's handlers, which run there.
-    func curl(_ method: String, _ path: String, _ body: String? = nil, asUser user: String? = nil) async throws -> (Int, String) {
-        try await blocking { try self.curlNow(method, path, body, asUser: user) }
+    func curl(_ method: String, _ path: String, _ body: String? = nil, asUser user: String? = nil, extra: [String] = []) async throws -> (Int, String) {
+        try await blocking { try self.curlNow(method, path, body, asUser: user, extra: extra) }
     }
 
-    func curlNow(_ method: String, _ path: String, _ body: String? = nil, asUser user: String? = nil) throws -> (Int, String) {
-        var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", socket, "-X", method, "http://localhost" + path]
+    func curlNow(_ method: String, _ path: String, _ body: String? = nil, asUser user: String? = nil, extra: [String] = []) throws -> (Int, String) {
+        var args = ["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket", socket, "-X", method, "http://localhost" + path] + extra
         if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
         let r: ProcessResult
         if let user {
@@ -389,6 +389,45 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         let other = try await cli(["bind", "0000:05:00.0"], sysfsRoot: root + "/bus/..")
         #expect(other.status == 64 && other.stderr.contains("manages"), "\(other.stderr)")
         #expect(try driver("05:00.0") == "e1000")
+        await h.stop()
+    }
+
+    /// The device list carries an ETag; If-None-Match with it answers 304 until the inventory
+    /// changes; pages follow the address order with a Link to the next one.
+    @Test func deviceListRevalidationAndPages() async throws {
+        let h = try DaemonHarness()
+        defer { h.cleanup() }
+        try await h.start()
+        let (st, headers) = try await h.curl("GET", "/v1/devices", extra: ["-D", "-", "-o", "/dev/null"])
+        #expect(st == 200)
+        let tag = try #require(headers.split(separator: "\r\n").first { $0.lowercased().hasPrefix("etag:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) })
+        let (s304, b304) = try await h.curl("GET", "/v1/devices", extra: ["-H", "If-None-Match: \(tag)"])
+        #expect(s304 == 304 && b304.isEmpty)
+        #expect(try await h.curl("GET", "/v1/devices?class=02", extra: ["-H", "If-None-Match: \(tag)"]).0 == 304)
+        #expect(try await h.curl("GET", "/v1/devices", extra: ["-H", "If-None-Match: \"other\""]).0 == 200)
+        // A change: the old tag no longer matches.
+        #expect(try await h.curl("POST", "/v1/devices/0000:05:00.0/bind", #"{"group":true}"#).0 == 200)
+        #expect(try await h.curl("GET", "/v1/devices", extra: ["-H", "If-None-Match: \(tag)"]).0 == 200)
+
+        // Pages of 3 walk every device once, in order, by following Link.
+        let all = try JSONDecoder().decode([DeviceInfo].self, from: Data(try await h.curl("GET", "/v1/devices").1.utf8)).map(\.address)
+        var seen: [String] = []
+        var next: String? = "/v1/devices?limit=3"
+        while let path = next {
+            let (s, text) = try await h.curl("GET", path, extra: ["-D", "/dev/stderr"])
+            #expect(s == 200)
+            let page = try JSONDecoder().decode([DeviceInfo].self, from: Data(text.utf8)).map(\.address)
+            #expect(page.count <= 3)
+            seen += page
+            next = page.count == 3 && seen.count < all.count ? "/v1/devices?after=\(page.last!)&limit=3" : nil
+        }
+        #expect(seen == all)
+        let (sl, hl) = try await h.curl("GET", "/v1/devices?limit=2", extra: ["-D", "-", "-o", "/dev/null"])
+        #expect(sl == 200 && hl.contains("Link: </v1/devices?after=\(all[1])&limit=2>; rel=\"next\""), "\(hl)")
+        for bad in ["limit=0", "limit=x", "after=zz:00.0", "limit=100001"] {
+            let (sb, bb) = try await h.curl("GET", "/v1/devices?" + bad)
+            #expect(sb == 400 && bb.contains("bad-request"), "\(bad): \(bb)")
+        }
         await h.stop()
     }
 

@@ -242,16 +242,22 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let version = HTTPVersion(major: 1, minor: request.version.minor == 0 ? 0 : 1)
         metrics.countResponse(status: response.status)
 
+        var fixed: ByteBuffer?
         switch response.body {
-        case .bytes(let bytes):
-            if bodyAllowed { headers.add(name: "content-length", value: String(bytes.count)) }
+        case .bytes(let bytes): fixed = bytes.isEmpty ? ByteBuffer() : context.channel.allocator.buffer(bytes: bytes)
+        case .buffer(let buffer): fixed = buffer
+        case .stream: fixed = nil
+        }
+        switch response.body {
+        case .bytes, .buffer:
+            let body = fixed ?? ByteBuffer()
+            if bodyAllowed { headers.add(name: "content-length", value: String(body.readableBytes)) }
             if !keepAlive { headers.add(name: "connection", value: "close") }
             else if version.minor == 0 { headers.add(name: "connection", value: "keep-alive") }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))),
                           promise: nil)
-            if bodyAllowed && !isHead && !bytes.isEmpty {
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))),
-                              promise: nil)
+            if bodyAllowed && !isHead && body.readableBytes > 0 {
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             }
             finish(keepAlive: keepAlive)
         case .stream(let stream):

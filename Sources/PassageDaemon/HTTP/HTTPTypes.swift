@@ -1,3 +1,5 @@
+import NIOCore
+
 /// The daemon's HTTP layer, as the API routes see it: a parsed request (with the peer's
 /// credentials from SO_PEERCRED) in, a response out. The server (UnixHTTPServer) owns sockets,
 /// HTTP/1.1 parsing, limits and timeouts; the routes own meaning.
@@ -40,6 +42,8 @@ public struct HTTPRequest: Sendable {
 public struct HTTPResponse: Sendable {
     public enum Body: Sendable {
         case bytes([UInt8])
+        /// Sent as is, without a copy (a cached body shared by many responses).
+        case buffer(ByteBuffer)
         /// Written as chunks as they come (newline-delimited JSON event streams); ends when the stream ends
         /// or the client goes away.
         case stream(AsyncStream<[UInt8]>)
