@@ -16,7 +16,9 @@ public protocol SysfsWriter: Sendable {
 ///
 /// Fault injection (tests on the real kernel): `PASSAGE_INJECT_WRITE_FAILURE=N[:ERRNO]` makes the
 /// Nth write of the process fail with ERRNO (default EIO) before it reaches the kernel, so that the
-/// lab can show a failure midway leaves every device as it was.
+/// lab can show a failure midway leaves every device as it was. `PASSAGE_INJECT_WRITE_DELAY_MS=N`
+/// sleeps N ms before every write, so that crash tests can kill a process reliably in the middle of
+/// a multi-step change (the kernel's own work is over in microseconds in the lab).
 ///
 /// Guard: when the environment has `PASSAGE_FORBID_HOST_SYSFS_WRITES=1` (the test suite sets it),
 /// any write under the machine's real `/sys` is refused before it happens: tests must never
@@ -44,6 +46,8 @@ public struct KernelSysfsWriter: SysfsWriter {
         return count == n ? e : nil
     }
 
+    static let injectedDelay: UInt32? = getenv("PASSAGE_INJECT_WRITE_DELAY_MS").flatMap { UInt32(String(cString: $0)) }.flatMap { $0 > 0 ? min($0, 10_000) : nil }
+
     public func write(_ value: String, to path: String) throws(HostPCIError) {
         guard path.hasPrefix(root.path + "/") else {
             throw HostPCIError(code: .io, message: "refusing to write \(path): it is outside the sysfs root \(root.path)")
@@ -51,6 +55,7 @@ public struct KernelSysfsWriter: SysfsWriter {
         if Self.hostWritesForbidden && (root.isSystem || path.hasPrefix("/sys/")) {
             throw HostPCIError(code: .io, message: "refusing to write \(path): writes to the host's /sys are forbidden here (PASSAGE_FORBID_HOST_SYSFS_WRITES=1)")
         }
+        if let ms = Self.injectedDelay { usleep(ms * 1000) }
         if let injected = Self.injectedFailure() {
             throw HostPCIError(code: .io, message: "writing \(value.debugDescription) to \(path) failed: \(String(cString: strerror(injected))) (injected by PASSAGE_INJECT_WRITE_FAILURE)", errno: injected)
         }

@@ -95,6 +95,35 @@ public struct ClaimInfo: Codable, Sendable, Hashable {
     }
 }
 
+/// `GET /v1/pools`, `GET /v1/pools/NAME`: a named selector and what it matches now.
+public struct PoolInfo: Codable, Sendable, Hashable {
+    public var name: String
+    public var selector: DeviceSelector
+    /// `api` (defined over the API) or `policy`.
+    public var source: String
+    /// Functions the selector matches now (bridges and functions without an IOMMU group never).
+    public var members: [String]
+    /// Members whose IOMMU group no claim holds.
+    public var free: Int
+    public var claimed: Int
+
+    public init(name: String, selector: DeviceSelector, source: String, members: [String], free: Int, claimed: Int) {
+        self.name = name
+        self.selector = selector
+        self.source = source
+        self.members = members
+        self.free = free
+        self.claimed = claimed
+    }
+}
+
+/// `PUT /v1/pools/NAME`.
+public struct PoolRequest: Codable, Sendable, Hashable {
+    public var selector: DeviceSelector
+    public init(selector: DeviceSelector) { self.selector = selector }
+    public static let keys: Set<String> = ["selector"]
+}
+
 /// `GET /v1/health`.
 public struct HealthInfo: Codable, Sendable, Hashable {
     /// `ok` once start-up reconciliation is done, `reconciling` before.

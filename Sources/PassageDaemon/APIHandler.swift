@@ -169,7 +169,20 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
         case ("DELETE", "claims", 3):
             return try Self.json(200, ClaimInfo(try await claims.release(id: parts[2])))
         case ("GET", "pools", 2):
-            return try Self.json(200, [String]())
+            return try Self.json(200, try claims.store.pools().map(claims.poolInfo))
+        case ("GET", "pools", 3):
+            guard let p = try claims.store.pools().first(where: { $0.name == parts[2] }) else {
+                throw APIError(404, "pool-not-found", "no pool named \(parts[2]); GET /v1/pools lists them")
+            }
+            return try Self.json(200, try claims.poolInfo(p))
+        case ("PUT", "pools", 3):
+            guard let body = try Self.decode(PoolRequest.self, r.body, keys: PoolRequest.keys, nested: ["selector": DeviceSelector.keys]) else {
+                throw APIError.badRequest("send {\"selector\": {\"vendorId\": \"8086\", \"pf\": \"0000:3b:00.0\", …}}")
+            }
+            let (info, created) = try claims.putPool(name: parts[2], selector: body.selector)
+            return try Self.json(created ? 201 : 200, info, headers: [("Location", "/v1/pools/\(parts[2])")])
+        case ("DELETE", "pools", 3):
+            return try Self.json(200, try claims.deletePool(name: parts[2]))
         case ("GET", "events", 2):
             let since = try r.query["since"].map { s -> Int in
                 guard let n = Int(s), n >= 0 else { throw APIError.badRequest("since \(s): expected an event sequence number") }
@@ -190,7 +203,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/x-ndjson")], body: .stream(bytes))
         default:
             let known: [String: [String]] = ["health": ["GET"], "devices": ["GET", "POST"], "groups": ["GET"], "pfs": ["POST", "DELETE"],
-                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET"], "events": ["GET"]]
+                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET", "PUT", "DELETE"], "events": ["GET"]]
             if let methods = known[parts[1]], !methods.contains(r.method) { throw Self.methodNotAllowed(r, methods.joined(separator: ", ")) }
             throw APIError.notFound("no route \(r.method) \(r.path) (see docs/api.md)")
         }

@@ -162,8 +162,31 @@ public final class ClaimService: @unchecked Sendable {
 
     /// Picks `count` free functions (in distinct, free IOMMU groups) that match the selector.
     func select(_ s: DeviceSelector, count: Int, devices: [PCIDevice], groups: [IOMMUGroup], holds: [Int: String]) throws -> [PCIDevice] {
-        if let pool = s.pool {
-            throw APIError(404, "pool-not-found", "no pool named \(pool): pools come from the policy file (none is loaded)")
+        let matches = try matcher(s)
+        let matching = devices.filter(matches)
+        var picked: [PCIDevice] = []
+        var used = Set<Int>()
+        for d in matching where holds[d.iommuGroup!] == nil && !used.contains(d.iommuGroup!) {
+            picked.append(d)
+            used.insert(d.iommuGroup!)
+            if picked.count == count { break }
+        }
+        guard picked.count == count else {
+            throw APIError(409, "not-enough-devices", "the selector matches \(matching.count) function\(matching.count == 1 ? "" : "s") in \(Set(matching.compactMap(\.iommuGroup)).count) IOMMU group(s), of which \(picked.count) \(picked.count == 1 ? "is" : "are") free; asked for \(count)")
+        }
+        return picked
+    }
+
+    /// The test a selector puts a function to; a `pool` in it adds the pool's own selector (AND).
+    func matcher(_ s: DeviceSelector) throws -> (PCIDevice) -> Bool {
+        var poolTest: ((PCIDevice) -> Bool)?
+        if let name = s.pool {
+            guard let record = try store.pools().first(where: { $0.name == name }) else {
+                throw APIError(404, "pool-not-found", "no pool named \(name); GET /v1/pools lists them, PUT /v1/pools/\(name) defines it")
+            }
+            let inner = try JSONDecoder().decode(DeviceSelector.self, from: Data(record.selector.utf8))
+            guard inner.pool == nil else { throw APIError(500, "internal", "pool \(name) refers to another pool") }
+            poolTest = try matcher(inner)
         }
         let vendor = try s.vendorId.map { v -> UInt16 in
             guard v.count == 4, let x = UInt16(v, radix: 16) else { throw APIError.badRequest("selector.vendorId \(v): expected 4 hex digits") }
@@ -182,24 +205,60 @@ public final class ClaimService: @unchecked Sendable {
         let pf = try s.pf.map { t -> PCIAddress in
             do { return try PCIAddress(parsing: t) } catch { throw APIError(error) }
         }
-        let matching = devices.filter { d in
+        return { d in
             !d.isBridge && d.iommuGroup != nil
                 && (vendor == nil || d.vendorID == vendor) && (device == nil || d.deviceID == device)
                 && (classPrefix == nil || d.classCode >> (4 * (6 - classPrefix!.1)) == classPrefix!.0)
                 && (pf == nil || d.physfn == pf) && (s.numaNode == nil || d.numaNode == s.numaNode)
                 && (s.driver == nil || (s.driver == "none" ? d.driver == nil : d.driver == s.driver))
+                && (poolTest?(d) ?? true)
         }
-        var picked: [PCIDevice] = []
-        var used = Set<Int>()
-        for d in matching where holds[d.iommuGroup!] == nil && !used.contains(d.iommuGroup!) {
-            picked.append(d)
-            used.insert(d.iommuGroup!)
-            if picked.count == count { break }
+    }
+
+    // MARK: pools
+
+    static func validPoolName(_ n: String) -> Bool {
+        guard let first = n.unicodeScalars.first, n.unicodeScalars.count <= 63,
+              ("a"..."z").contains(first) || ("0"..."9").contains(first) else { return false }
+        return n.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" || $0 == "." }
+    }
+
+    /// A pool as the API shows it, against the current inventory and claims.
+    public func poolInfo(_ r: Store.PoolRecord) throws -> PoolInfo {
+        let selector = try JSONDecoder().decode(DeviceSelector.self, from: Data(r.selector.utf8))
+        let matches = try matcher(selector)
+        let members = try inventory.current().devices.filter(matches)
+        let holds = try store.groupHolds()
+        let claimed = members.filter { holds[$0.iommuGroup!] != nil }.count
+        return PoolInfo(name: r.name, selector: selector, source: r.source, members: members.map(\.address.description),
+                        free: members.count - claimed, claimed: claimed)
+    }
+
+    /// Defines or replaces a pool; returns it and whether it is new.
+    public func putPool(name: String, selector: DeviceSelector, source: String = "api") throws -> (PoolInfo, created: Bool) {
+        guard Self.validPoolName(name) else {
+            throw APIError.badRequest("pool name \(name): 1 to 63 of a-z, 0-9, '-', '_', '.', starting with a letter or digit")
         }
-        guard picked.count == count else {
-            throw APIError(409, "not-enough-devices", "the selector matches \(matching.count) function\(matching.count == 1 ? "" : "s") in \(Set(matching.compactMap(\.iommuGroup)).count) IOMMU group(s), of which \(picked.count) \(picked.count == 1 ? "is" : "are") free; asked for \(count)")
+        guard selector.pool == nil else { throw APIError.badRequest("a pool's selector cannot name another pool") }
+        guard selector != DeviceSelector() else {
+            throw APIError.badRequest("a pool needs at least one of selector.vendorId, deviceId, classCode, pf, numaNode, driver")
         }
-        return picked
+        _ = try matcher(selector)  // invalid values are refused before anything is stored
+        let json = String(decoding: try StreamingJSONEncoder(pretty: false).encode(selector), as: UTF8.self)
+        let created = try store.putPool(name: name, selector: json, source: source, now: Self.now())
+        let info = try poolInfo(try store.pools().first { $0.name == name }!)
+        events.publish("pool-\(created ? "created" : "changed")", message: "pool \(name): \(info.members.count) member(s), \(info.free) free")
+        return (info, created)
+    }
+
+    public func deletePool(name: String) throws -> PoolInfo {
+        guard let r = try store.pools().first(where: { $0.name == name }) else {
+            throw APIError(404, "pool-not-found", "no pool named \(name); GET /v1/pools lists them")
+        }
+        let info = try poolInfo(r)
+        _ = try store.deletePool(name: name)
+        events.publish("pool-deleted", message: "pool \(name) deleted (claims made from it stay)")
+        return info
     }
 
     // MARK: release

@@ -48,6 +48,16 @@ public final class Store: @unchecked Sendable {
         );
         CREATE INDEX intents_pending ON intents(state) WHERE state = 'pending';
         """,
+        // 2: pools, named device selectors (defined over the API, later also by the policy file).
+        """
+        CREATE TABLE pools (
+            name TEXT PRIMARY KEY,
+            selector TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        """,
     ]
 
     /// Opens (creating if needed) `DIR/state.db` and brings its schema up to date.
@@ -222,6 +232,51 @@ public final class Store: @unchecked Sendable {
                 if let g = r["iommu_group"]?.int, let c = r["claim_id"]?.text { holds[Int(g)] = c }
             }
             return holds
+        }
+    }
+
+    // MARK: pools
+
+    public struct PoolRecord: Sendable, Equatable {
+        public var name: String
+        /// The selector as JSON (DeviceSelector without `pool`).
+        public var selector: String
+        /// `api` or `policy`.
+        public var source: String
+        public var createdAt: Int64
+        public var updatedAt: Int64
+    }
+
+    /// Creates or replaces a pool; returns whether it was new.
+    @discardableResult
+    public func putPool(name: String, selector: String, source: String, now: Int64) throws(StoreError) -> Bool {
+        try locked { () throws(StoreError) -> Bool in
+            try db.transaction { () throws(StoreError) -> Bool in
+                let existed = try !db.query("SELECT name FROM pools WHERE name = ?", [.text(name)]).isEmpty
+                _ = try db.query("""
+                    INSERT INTO pools (name, selector, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET selector = excluded.selector, source = excluded.source, updated_at = excluded.updated_at
+                    """, [.text(name), .text(selector), .text(source), .int(now), .int(now)])
+                return !existed
+            }
+        }
+    }
+
+    /// Deletes a pool; false when there was none.
+    public func deletePool(name: String) throws(StoreError) -> Bool {
+        try locked { () throws(StoreError) -> Bool in
+            let existed = try !db.query("SELECT name FROM pools WHERE name = ?", [.text(name)]).isEmpty
+            _ = try db.query("DELETE FROM pools WHERE name = ?", [.text(name)])
+            return existed
+        }
+    }
+
+    public func pools() throws(StoreError) -> [PoolRecord] {
+        try locked { () throws(StoreError) in
+            try db.query("SELECT name, selector, source, created_at, updated_at FROM pools ORDER BY name").map {
+                PoolRecord(name: $0["name"]?.text ?? "", selector: $0["selector"]?.text ?? "{}", source: $0["source"]?.text ?? "api",
+                           createdAt: $0["created_at"]?.int ?? 0, updatedAt: $0["updated_at"]?.int ?? 0)
+            }
         }
     }
 

@@ -28,7 +28,7 @@ struct Claim: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Selector: VFs of this PF.", valueName: "PF")) var pf: String?
     @Option(name: .long, help: ArgumentHelp("Selector: NUMA node.", valueName: "N")) var numa: Int?
     @Option(name: .long, help: ArgumentHelp("Selector: current driver ('none' for unbound).", valueName: "NAME")) var driver: String?
-    @Option(name: .long, help: ArgumentHelp("Selector: a pool from the policy.", valueName: "NAME")) var pool: String?
+    @Option(name: .long, help: ArgumentHelp("Selector: a pool (passage pools).", valueName: "NAME")) var pool: String?
     @Option(name: .long, help: "How many devices a selector claim takes.") var count: Int?
     @Option(name: .long, help: ArgumentHelp("Retry-safe key: the same key returns the same claim.", valueName: "KEY")) var idempotencyKey: String?
 
@@ -104,16 +104,82 @@ struct Claims: ParsableCommand {
 }
 
 struct Pools: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "pools", abstract: "List device pools (defined by the policy file).")
+    static let configuration = CommandConfiguration(
+        commandName: "pools",
+        abstract: "Device pools: named selectors that claims can draw from (--pool).",
+        subcommands: [PoolsList.self, PoolsDefine.self, PoolsDelete.self],
+        defaultSubcommand: PoolsList.self
+    )
+}
+
+struct PoolsList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List pools with their members and how many are free.")
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var daemon: ClientOptions
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let pools = try daemon.client.get("/v1/pools", as: [String].self)
+            let pools = try daemon.client.get("/v1/pools", as: [PoolInfo].self)
             if output.json { try printJSON(pools); return }
-            writeStdout(pools.isEmpty ? "no pools: pools are defined in the policy file\n" : pools.joined(separator: "\n") + "\n")
+            guard !pools.isEmpty else { writeStdout("no pools; define one with `passage pools define NAME --vendor … --pf …`\n"); return }
+            var t = Table(headers: ["POOL", "SELECTOR", "MEMBERS", "FREE", "CLAIMED", "SOURCE"])
+            for p in pools {
+                t.rows.append([p.name, describe(p.selector), String(p.members.count), String(p.free), String(p.claimed), p.source])
+            }
+            writeStdout(t.render(width: terminalWidth()))
+        }
+    }
+}
+
+func describe(_ s: DeviceSelector) -> String {
+    var parts: [String] = []
+    if let v = s.vendorId { parts.append("vendor=\(v)") }
+    if let v = s.deviceId { parts.append("device=\(v)") }
+    if let v = s.classCode { parts.append("class=\(v)") }
+    if let v = s.pf { parts.append("pf=\(v)") }
+    if let v = s.numaNode { parts.append("numa=\(v)") }
+    if let v = s.driver { parts.append("driver=\(v)") }
+    return parts.joined(separator: " ")
+}
+
+struct PoolsDefine: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "define", abstract: "Define (or redefine) a pool by a selector.")
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var daemon: ClientOptions
+
+    @Argument(help: ArgumentHelp("The pool's name (a-z, 0-9, '-', '_', '.').", valueName: "NAME")) var name: String
+    @Option(name: .long, help: ArgumentHelp("Vendor id, 4 hex digits.", valueName: "ID")) var vendor: String?
+    @Option(name: .long, help: ArgumentHelp("Device id, 4 hex digits.", valueName: "ID")) var device: String?
+    @Option(name: .long, help: ArgumentHelp("Class code prefix (02, 0108).", valueName: "HEX")) var `class`: String?
+    @Option(name: .long, help: ArgumentHelp("VFs of this PF.", valueName: "PF")) var pf: String?
+    @Option(name: .long, help: ArgumentHelp("NUMA node.", valueName: "N")) var numa: Int?
+    @Option(name: .long, help: ArgumentHelp("Current driver ('none' for unbound).", valueName: "NAME")) var driver: String?
+
+    func run() throws {
+        try reportingErrors(json: output.json) {
+            let selector = DeviceSelector(vendorId: vendor, deviceId: device, classCode: `class`, pf: pf, numaNode: numa, driver: driver)
+            let pool = try daemon.client.send("PUT", "/v1/pools/\(name)", body: PoolRequest(selector: selector), as: PoolInfo.self)
+            if output.json { try printJSON(pool); return }
+            writeStdout("pool \(pool.name): \(describe(pool.selector)); \(pool.members.count) member(s), \(pool.free) free\n")
+        }
+    }
+}
+
+struct PoolsDelete: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a pool (claims made from it stay).")
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var daemon: ClientOptions
+
+    @Argument(help: ArgumentHelp("The pool's name.", valueName: "NAME")) var name: String
+
+    func run() throws {
+        try reportingErrors(json: output.json) {
+            let pool = try daemon.client.delete("/v1/pools/\(name)", as: PoolInfo.self)
+            if output.json { try printJSON(pool); return }
+            writeStdout("pool \(pool.name) deleted\n")
         }
     }
 }

@@ -431,6 +431,56 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         await h.stop()
     }
 
+    /// Pools: defined over the API (and the CLI), shown with members and free counts, drawn from
+    /// by claims; bad names and selectors change nothing.
+    @Test func poolsAreNamedSelectorsClaimsDrawFrom() async throws {
+        let h = try DaemonHarness(extraGroups: 3)
+        defer { h.cleanup() }
+        try await h.start()
+        let (s1, b1) = try await h.curl("PUT", "/v1/pools/e1000e-nics", #"{"selector":{"vendorId":"8086","deviceId":"10d3"}}"#)
+        #expect(s1 == 201, "\(b1)")
+        var pool = try JSONDecoder().decode(PoolInfo.self, from: Data(b1.utf8))
+        #expect(pool.members == ["0000:10:00.0", "0000:10:01.0", "0000:10:02.0"] && pool.free == 3 && pool.source == "api")
+        #expect(try await h.curl("PUT", "/v1/pools/e1000e-nics", #"{"selector":{"vendorId":"8086","deviceId":"10d3","numaNode":7}}"#).0 == 200)
+        #expect(try await h.curl("PUT", "/v1/pools/e1000e-nics", #"{"selector":{"vendorId":"8086","deviceId":"10d3"}}"#).0 == 200)
+
+        let (s2, b2) = try await h.curl("POST", "/v1/claims", #"{"owner":"vm-1","selector":{"pool":"e1000e-nics"},"count":2}"#)
+        #expect(s2 == 201, "\(b2)")
+        pool = try JSONDecoder().decode(PoolInfo.self, from: Data(try await h.curl("GET", "/v1/pools/e1000e-nics").1.utf8))
+        #expect(pool.free == 1 && pool.claimed == 2)
+        let (s3, b3) = try await h.curl("POST", "/v1/claims", #"{"owner":"vm-2","selector":{"pool":"e1000e-nics"},"count":2}"#)
+        #expect(s3 == 409 && b3.contains("not-enough-devices"))
+        // A pool narrowed further by the request's own fields.
+        #expect(try await h.curl("POST", "/v1/claims", #"{"owner":"vm-3","selector":{"pool":"e1000e-nics","numaNode":7},"count":1}"#).0 == 409)
+
+        let before = try h.hostState()
+        for (path, body, code) in [
+            ("/v1/pools/Bad%20Name", #"{"selector":{"vendorId":"8086"}}"#, "bad-request"),
+            ("/v1/pools/x", #"{"selector":{}}"#, "bad-request"),
+            ("/v1/pools/x", #"{"selector":{"pool":"e1000e-nics"}}"#, "bad-request"),
+            ("/v1/pools/x", #"{"selector":{"vendorId":"80861"}}"#, "bad-request"),
+            ("/v1/pools/x", #"{"selector":{"vendorId":"8086"},"extra":1}"#, "unknown-field"),
+        ] {
+            let (st, b) = try await h.curl("PUT", path, body)
+            #expect(st == 400 && b.contains(code), "\(path) \(body): \(st) \(b)")
+        }
+        #expect(try await h.curl("POST", "/v1/claims", #"{"owner":"x","selector":{"pool":"nope"},"count":1}"#).0 == 404)
+        #expect(try h.hostState() == before)
+        #expect(try h.daemon.store.pools().map(\.name) == ["e1000e-nics"])
+
+        // The CLI: define, list, delete.
+        let passage = try passageBinary()
+        let defined = try await blocking { try runProcess(passage, ["pools", "define", "virtio", "--vendor", "1af4", "--socket", h.socket, "--json"]) }
+        #expect(defined.status == 0, "\(defined.stderr)")
+        let listed = try await blocking { try runProcess(passage, ["pools", "--socket", h.socket]) }
+        #expect(listed.status == 0 && listed.text.contains("e1000e-nics") && listed.text.contains("virtio"), "\(listed.text)")
+        let deleted = try await blocking { try runProcess(passage, ["pools", "delete", "virtio", "--socket", h.socket]) }
+        #expect(deleted.status == 0)
+        #expect(try await h.curl("GET", "/v1/pools/virtio").0 == 404)
+        #expect(try await h.curl("DELETE", "/v1/pools/virtio").0 == 404)
+        await h.stop()
+    }
+
     /// 64 clients race to claim and release 8 single-function groups: never two holders of a group,
     /// and afterwards the store matches sysfs.
     @Test func racingClientsNeverShareAGroup() async throws {

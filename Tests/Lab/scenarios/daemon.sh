@@ -7,6 +7,10 @@
 # - `passage claim 02:01.0` takes the whole shared group (02:01.0 and 02:02.0) onto vfio-pci,
 #   /dev/vfio/N appears; a second claim on the group is refused (group-taken); the same
 #   idempotency key returns the same claim; `passage release` puts both back on e1000;
+# - hot-plug: an unbind, a remove and a bus rescan made behind passaged's back reach it through
+#   uevents within seconds (the periodic rescan is 60 s away), with events; a claim whose function
+#   is removed becomes lost and can still be released;
+# - the CLI's bind/restore go through passaged: it refuses a claimed function, sees changes at once;
 # - crash safety: passaged is SIGKILLed at 12 points during claims and releases and restarted;
 #   after each restart: ready within a second or two, no group held twice, no device on vfio-pci
 #   without an active claim, every active claim's devices on vfio-pci; at the end everything
@@ -54,6 +58,52 @@ lab_check "the refusal names the holder" grep -q "$id" <<<"$out"
 lab_check "release" "$bin/passage" release "$id"
 lab_eq "both back on e1000" "e1000/e1000/e1000e" "$(drivers)"
 
+# Hot-plug: changes behind passaged's back reach it through uevents.
+api_driver_is() { [[ $(curl -s --unix-socket $sock "http://localhost/v1/devices/$1" | jq -r '.driver // "none"') == "$2" ]]; }
+api_status() { curl -s -o /dev/null -w '%{http_code}' --unix-socket $sock "http://localhost/v1/devices/$1"; }
+api_has() { [[ $(api_status "$1") == 200 ]]; }
+api_gone() { [[ $(api_status "$1") == 404 ]]; }
+claim_state_is() { [[ $("$bin/passage" claims --json | jq -r --arg id "$1" '.[] | select(.id == $id) | .state') == "$2" ]]; }
+lab_check "passaged watches PCI uevents" grep -q "watching PCI hot-plug" "$LAB_OUT/passaged.log"
+grep -a "watching PCI hot-plug" "$LAB_OUT/passaged.log" | tail -n 1
+t0=$(cut -d' ' -f1 /proc/uptime)
+echo $c >"$LAB_PCI/$c/driver/unbind"
+lab_check "an unbind behind its back reaches passaged" lab_wait_for 3 api_driver_is $c none
+lab_timing "hotplug_unbind_seen_seconds=$(lab_since "$t0")"
+t0=$(cut -d' ' -f1 /proc/uptime)
+echo 1 >"$LAB_PCI/$c/remove"
+lab_check "a removed function leaves the API" lab_wait_for 3 api_gone $c
+lab_timing "hotplug_remove_seen_seconds=$(lab_since "$t0")"
+t0=$(cut -d' ' -f1 /proc/uptime)
+echo 1 >/sys/bus/pci/rescan
+lab_check "… and comes back after a bus rescan" lab_wait_for 5 api_has $c
+lab_timing "hotplug_add_seen_seconds=$(lab_since "$t0")"
+lab_check "… on e1000e again" lab_wait_for 5 api_driver_is $c e1000e
+events=$(curl -s -m 1 --unix-socket $sock "http://localhost/v1/events?since=0")
+for kind in device-changed device-vanished device-appeared; do
+    lab_check "event $kind for $c" jq -se --arg a $c --arg k $kind 'any(.[]; .kind == $k and .address == $a)' <<<"$events"
+done
+id=$("$bin/passage" claim $a --owner hotplug --json | jq -r .id)
+echo 1 >"$LAB_PCI/$a/remove"
+lab_check "a claim whose function is removed becomes lost" lab_wait_for 3 claim_state_is "$id" lost
+lab_check "… with a claim-lost event" sh -c "curl -s -m 1 --unix-socket $sock 'http://localhost/v1/events?since=0' | jq -se --arg id $id 'any(.[]; .kind == \"claim-lost\" and .claimId == \$id)'"
+echo 1 >/sys/bus/pci/rescan
+lab_wait_for 5 api_has $a
+lab_check "a lost claim can be released" "$bin/passage" release "$id"
+lab_eq "after the release all three are on their drivers" "e1000/e1000/e1000e" "$(drivers)"
+
+# The CLI goes through passaged (PASSAGE_SOCKET is set): claims are respected, changes seen at once.
+lab_check "passage bind through passaged" "$bin/passage" bind $c
+lab_check "… seen by passaged at once" api_driver_is $c vfio-pci
+lab_check "passage restore through passaged" "$bin/passage" restore $c
+lab_check "… seen at once" api_driver_is $c e1000e
+id=$("$bin/passage" claim $a --owner cli --json | jq -r .id)
+out=$("$bin/passage" restore $b 2>&1); rc=$?
+lab_check "restore of a claimed function is refused, naming the claim (rc=$rc)" grep -q "$id" <<<"$out"
+lab_eq "… and it stays on vfio-pci" vfio-pci "$(lab_driver $b)"
+"$bin/passage" release "$id" >/dev/null
+lab_eq "released: all on their drivers" "e1000/e1000/e1000e" "$(drivers)"
+
 # Crash torture: kill -9 at points inside claims and releases, restart, check the invariants.
 invariants() {
     local claims holders
@@ -67,6 +117,11 @@ invariants() {
         else [[ " $active " != *" $d "* ]] || { echo "$d is claimed but on $(lab_driver $d)"; return 1; }; fi
     done
 }
+# Every sysfs write of passaged waits 150 ms during the torture (PASSAGE_INJECT_WRITE_DELAY_MS), so
+# that a claim (6 writes) or release takes about a second and the kills land inside them.
+kill -TERM $pid; wait $pid
+export PASSAGE_INJECT_WRITE_DELAY_MS=150
+start_daemon || lab_fatal "passaged did not restart with the write delay"
 worst=0 cut_short=0
 for i in $(seq 1 12); do
     # Starting a host binary in L1 takes ~0.5-1 s: the delays sweep from before the request reaches
@@ -90,6 +145,9 @@ for i in $(seq 1 12); do
 done
 lab_check "at least one kill cut a claim or release short (and reconciliation repaired it): $cut_short" test "$cut_short" -gt 0
 lab_timing "crash_restarts=12 worst_ready_seconds=$worst"
+kill -TERM $pid; wait $pid
+unset PASSAGE_INJECT_WRITE_DELAY_MS
+start_daemon || lab_fatal "passaged did not restart without the write delay"
 for cid in $("$bin/passage" claims --json --state active | jq -r '.[].id'); do "$bin/passage" release "$cid" >/dev/null; done
 lab_eq "everything released and back on its driver" "e1000/e1000/e1000e" "$(drivers)"
 kill -TERM $pid; wait $pid
