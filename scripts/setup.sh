@@ -34,6 +34,13 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The `passage` group (what install.sh creates): udev rules and the daemon's socket name it, and
+# the lab's L1 sees this machine's /etc/group.
+if ! getent group passage >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then groupadd --system passage; else sudo groupadd --system passage; fi \
+        && echo "setup: created the system group passage" || echo "setup: could not create the group passage (the policy lab test needs it)" >&2
+fi
+
 if ! command -v swift >/dev/null 2>&1; then
     if [[ -x /opt/swift/usr/bin/swift ]]; then
         echo "setup: swift is at /opt/swift/usr/bin; add it to PATH" >&2

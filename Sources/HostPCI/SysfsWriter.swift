@@ -35,6 +35,11 @@ public struct KernelSysfsWriter: SysfsWriter {
     }
 
     private static let writeCount = Mutex(0)
+    private static let performed = Mutex(0)
+
+    /// Writes that reached the kernel in this process (for metrics: a policy already satisfied
+    /// must cost none).
+    public static var writesPerformed: Int { performed.withLock { $0 } }
 
     /// The errno to fail this write with, when PASSAGE_INJECT_WRITE_FAILURE names it.
     static func injectedFailure() -> Int32? {
@@ -71,5 +76,6 @@ public struct KernelSysfsWriter: SysfsWriter {
             let e = n < 0 ? errno : EIO
             throw HostPCIError(code: .io, message: "writing \(value.debugDescription) to \(path) failed: \(String(cString: strerror(e)))", errno: e)
         }
+        Self.performed.withLock { $0 += 1 }
     }
 }

@@ -237,3 +237,59 @@ public struct RestoreRequest: Codable, Sendable, Hashable {
     public init(driver: String? = nil) { self.driver = driver }
     public static let keys: Set<String> = ["driver"]
 }
+
+/// One PF's step towards the policy (`passage policy check/apply`, `GET /v1/policy`).
+public struct PolicyStepInfo: Codable, Sendable, Hashable {
+    /// The PF's address, or null when no PF matches the rule.
+    public var pf: String?
+    /// The rule's name, or `pf rule at line N`.
+    public var rule: String
+    /// `ok` (nothing to do), `create-vfs`, `remove-vfs`, `bind-vfs`, `restore-vfs`, `set-links`,
+    /// `absent` (no PF matches yet), `skipped` (the reason is in `detail`).
+    public var action: String
+    public var detail: String
+    /// The functions the step changes.
+    public var devices: [String]
+    /// After an apply: `done`, `failed`, or null in a plan.
+    public var outcome: String?
+    public var error: String?
+
+    public init(pf: String?, rule: String, action: String, detail: String, devices: [String] = [], outcome: String? = nil, error: String? = nil) {
+        self.pf = pf
+        self.rule = rule
+        self.action = action
+        self.detail = detail
+        self.devices = devices
+        self.outcome = outcome
+        self.error = error
+    }
+}
+
+/// `GET /v1/policy`, `POST /v1/policy/reload`, `POST /v1/policy/apply`.
+public struct PolicyInfo: Codable, Sendable, Hashable {
+    public var file: String
+    /// Whether the file exists (a missing file is an empty policy: nothing is wanted, nothing touched).
+    public var present: Bool
+    public var pfRules: Int
+    public var pools: [String]
+    /// The plan (GET, dry run) or what was done (reload, apply), one entry per rule and PF.
+    public var steps: [PolicyStepInfo]
+    /// When the last reload was refused: why (the policy in force is the previous one).
+    public var rejected: String?
+
+    public init(file: String, present: Bool, pfRules: Int, pools: [String], steps: [PolicyStepInfo], rejected: String? = nil) {
+        self.file = file
+        self.present = present
+        self.pfRules = pfRules
+        self.pools = pools
+        self.steps = steps
+        self.rejected = rejected
+    }
+}
+
+/// `POST /v1/policy/apply`.
+public struct PolicyApplyRequest: Codable, Sendable, Hashable {
+    public var dryRun: Bool?
+    public init(dryRun: Bool? = nil) { self.dryRun = dryRun }
+    public static let keys: Set<String> = ["dryRun"]
+}

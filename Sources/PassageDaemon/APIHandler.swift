@@ -12,7 +12,10 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
     let started = Date()
     public static let version = "0.1.0"
 
-    public init(claims: ClaimService, authorizer: Authorizer = Authorizer()) {
+    public let policy: PolicyState
+
+    public init(claims: ClaimService, authorizer: Authorizer = Authorizer(), policy: PolicyState = PolicyState(path: Policy.defaultPath)) {
+        self.policy = policy
         self.claims = claims
         self.operations = OperationRegistry(events: claims.events)
         self.authorizer = authorizer
@@ -183,6 +186,23 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return try Self.json(created ? 201 : 200, info, headers: [("Location", "/v1/pools/\(parts[2])")])
         case ("DELETE", "pools", 3):
             return try Self.json(200, try claims.deletePool(name: parts[2]))
+        case ("GET", "policy", 2):
+            let p = policy.policy
+            return try Self.json(200, policyInfo(p, steps: try claims.planPolicy(p)))
+        case ("POST", "policy", 3) where parts[2] == "reload" || parts[2] == "apply":
+            let body = try Self.decode(PolicyApplyRequest.self, r.body, keys: PolicyApplyRequest.keys, allowEmpty: true) ?? PolicyApplyRequest()
+            guard claims.ready else { throw APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment") }
+            if body.dryRun == true {
+                // The file as it is now, planned against the host; nothing installed, nothing changed.
+                let p: Policy
+                do { p = try Policy.load(policy.path) } catch {
+                    throw APIError(422, "policy-invalid", "\(error); the policy in force is unchanged")
+                }
+                return try Self.json(200, policyInfo(p, steps: try claims.planPolicy(p)))
+            }
+            let p = try claims.reloadPolicy(policy)
+            let steps = await claims.converge(p, state: policy)
+            return try Self.json(200, policyInfo(p, steps: steps))
         case ("GET", "events", 2):
             let since = try r.query["since"].map { s -> Int in
                 guard let n = Int(s), n >= 0 else { throw APIError.badRequest("since \(s): expected an event sequence number") }
@@ -203,7 +223,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/x-ndjson")], body: .stream(bytes))
         default:
             let known: [String: [String]] = ["health": ["GET"], "devices": ["GET", "POST"], "groups": ["GET"], "pfs": ["POST", "DELETE"],
-                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET", "PUT", "DELETE"], "events": ["GET"]]
+                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET", "PUT", "DELETE"], "events": ["GET"], "policy": ["GET", "POST"]]
             if let methods = known[parts[1]], !methods.contains(r.method) { throw Self.methodNotAllowed(r, methods.joined(separator: ", ")) }
             throw APIError.notFound("no route \(r.method) \(r.path) (see docs/api.md)")
         }
@@ -217,6 +237,11 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
     }
 
     // MARK: helpers
+
+    func policyInfo(_ p: Policy, steps: [PolicyStepInfo]) -> PolicyInfo {
+        PolicyInfo(file: p.file, present: FileManager.default.fileExists(atPath: p.file), pfRules: p.pfs.count,
+                   pools: p.pools.map(\.name), steps: steps, rejected: policy.rejected)
+    }
 
     /// `If-None-Match` with the current tag: 304 without a body (a poller re-checks 4,096 devices
     /// for the cost of a header); otherwise the response with its `ETag`.
@@ -295,6 +320,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
         out += "# HELP passage_iommu_groups_held IOMMU groups held by claims.\n# TYPE passage_iommu_groups_held gauge\npassage_iommu_groups_held \((try? claims.store.groupHolds().count) ?? 0)\n"
         out += "# HELP passage_reconciled 1 once start-up reconciliation is done.\n# TYPE passage_reconciled gauge\npassage_reconciled \(claims.ready ? 1 : 0)\n"
         out += "# HELP passage_event_subscribers Open event streams.\n# TYPE passage_event_subscribers gauge\npassage_event_subscribers \(events.subscriberCount)\n"
+        out += "# HELP passage_sysfs_writes_total Writes to the kernel's sysfs made by this process.\n# TYPE passage_sysfs_writes_total counter\npassage_sysfs_writes_total \(KernelSysfsWriter.writesPerformed)\n"
         return out
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import HostPCI
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 /// Everything `passaged` runs, assembled: store, inventory, claims, API, and the services that keep
 /// them going. Tests build one over a fixture tree with a simulated kernel.
@@ -11,15 +12,17 @@ public final class Daemon: Sendable {
     public let inventory: InventoryCache
     public let claims: ClaimService
     public let api: APIHandler
+    public let policy: PolicyState
 
     public init(stateDirectory: String, root: SysfsRoot, writer: (any SysfsWriter)? = nil, usage: HostUsage? = nil,
-                authorizer: Authorizer = Authorizer()) throws {
+                authorizer: Authorizer = Authorizer(), policyPath: String = Policy.defaultPath) throws {
+        policy = PolicyState(path: policyPath)
         store = try Store(directory: stateDirectory)
         events = EventHub()
         inventory = InventoryCache(root: root, events: events)
         claims = ClaimService(store: store, root: root, writer: writer ?? KernelSysfsWriter(root: root), inventory: inventory,
                               events: events, usage: usage)
-        api = APIHandler(claims: claims, authorizer: authorizer)
+        api = APIHandler(claims: claims, authorizer: authorizer, policy: policy)
     }
 }
 
@@ -50,5 +53,43 @@ public struct ReconcileService: Service {
             }
         }
         daemon.events.finishAll()
+    }
+}
+
+/// The policy file: loaded and applied once start-up reconciliation is done, again on SIGHUP
+/// (a file that does not parse keeps the previous policy in force).
+public struct PolicyService: Service {
+    public let daemon: Daemon
+    public let logger: Logger
+
+    public init(daemon: Daemon, logger: Logger) {
+        self.daemon = daemon
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        while !daemon.claims.ready {
+            try? await Task.sleep(for: .milliseconds(20))
+            if Task.isCancelled { return }
+        }
+        await apply(reason: "start-up")
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            for await _ in hangups {
+                await apply(reason: "SIGHUP")
+            }
+        }
+    }
+
+    func apply(reason: String) async {
+        do {
+            let p = try daemon.claims.reloadPolicy(daemon.policy)
+            let steps = await daemon.claims.converge(p, state: daemon.policy)
+            let changed = steps.filter { $0.outcome == "done" }.count
+            let failed = steps.filter { $0.outcome == "failed" }.count
+            logger.info("policy applied (\(reason))", metadata: ["file": "\(p.file)", "rules": "\(p.pfs.count)", "changed": "\(changed)", "failed": "\(failed)"])
+        } catch {
+            logger.error("policy not loaded (\(reason)): \(error)")
+        }
     }
 }

@@ -29,7 +29,7 @@ public final class InventoryCache: @unchecked Sendable {
         /// The cache's generation when this snapshot was made current.
         public var generation = 0
 
-        init(devices: [PCIDevice], groups: [IOMMUGroup]) {
+        public init(devices: [PCIDevice], groups: [IOMMUGroup]) {
             self.devices = devices
             wire = devices.map(DeviceInfo.init)
             self.groups = groups

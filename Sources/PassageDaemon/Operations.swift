@@ -51,29 +51,12 @@ extension ClaimService {
     /// Starts `vf create` as an operation; returns its id at once.
     func startVFCreate(pf: PCIAddress, request r: VFCreateRequest, operations: OperationRegistry) -> String {
         let id = operations.start(kind: "vf-create", target: pf.description)
-        let writer = self.writer
-        let root = self.root
         Task {
             do {
                 let result = try await serialized { () throws -> VFOperationInfo in
-                    // What to go back to if passaged dies midway (start-up reconciliation reads it).
-                    let before = try VFManager(root: root, writer: writer).physicalFunction(pf).sriov
-                    let payload = VFIntent(pf: pf, count: r.count, previousCount: before.numVFs, previousAutoprobe: before.driversAutoprobe)
-                    let intent = try self.store.beginIntent(kind: "vf-create", payload: payload.text, now: Self.now())
-                    defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
-                    let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
-                                                      passthrough: PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: self.usage))
-                    var resources: (any VFResourceProvisioner)?
-                    if let q = r.nvmeQueues, let i = r.nvmeInterrupts {
-                        resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i)
-                    } else if (r.nvmeQueues == nil) != (r.nvmeInterrupts == nil) {
-                        throw APIError.badRequest("nvmeQueues and nvmeInterrupts go together")
-                    }
-                    let result = try provisioning.create(.init(pf: pf, count: r.count, driver: r.driver, autoprobe: r.autoprobe, resources: resources, force: r.force ?? false)) { vf in
+                    try self.createVFsNow(pf: pf, request: r) { vf in
                         operations.progress(id, "VF \(vf.index) \(vf.address) ready" + (vf.driver.map { " on \($0)" } ?? ""))
                     }
-                    _ = try? self.inventory.refresh()
-                    return VFOperationInfo(result)
                 }
                 operations.finish(id, result: result, error: nil)
             } catch {
@@ -84,33 +67,59 @@ extension ClaimService {
         return id
     }
 
+    /// Creates VFs under an intent that records the count to go back to (the caller serializes).
+    func createVFsNow(pf: PCIAddress, request r: VFCreateRequest, progress: (VFProvisioning.VFResult) -> Void) throws -> VFOperationInfo {
+        // What to go back to if passaged dies midway (start-up reconciliation reads it).
+        let before = try VFManager(root: root, writer: writer).physicalFunction(pf).sriov
+        let payload = VFIntent(pf: pf, count: r.count, previousCount: before.numVFs, previousAutoprobe: before.driversAutoprobe)
+        let intent = try store.beginIntent(kind: "vf-create", payload: payload.text, now: Self.now())
+        defer { try? store.endIntent(intent, state: "done", now: Self.now()) }
+        let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
+                                          passthrough: PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: usage))
+        var resources: (any VFResourceProvisioner)?
+        if let q = r.nvmeQueues, let i = r.nvmeInterrupts {
+            resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i)
+        } else if (r.nvmeQueues == nil) != (r.nvmeInterrupts == nil) {
+            throw APIError.badRequest("nvmeQueues and nvmeInterrupts go together")
+        }
+        do {
+            let result = try provisioning.create(.init(pf: pf, count: r.count, driver: r.driver, autoprobe: r.autoprobe, resources: resources, force: r.force ?? false), progress: progress)
+            _ = try? inventory.refresh()
+            return VFOperationInfo(result)
+        } catch {
+            _ = try? inventory.refresh()
+            throw error
+        }
+    }
+
     func startVFRemove(pf: PCIAddress, operations: OperationRegistry) -> String {
         let id = operations.start(kind: "vf-remove", target: pf.description)
-        let writer = self.writer
-        let root = self.root
         Task {
             do {
-                let result = try await serialized { () throws -> VFOperationInfo in
-                    let holds = try self.store.groupHolds()
-                    let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
-                    let snapshot = try self.inventory.current()
-                    for vf in vfs {
-                        if let g = snapshot.device(vf.address)?.iommuGroup, let holder = holds[g] {
-                            throw APIError(409, "vfs-in-use", "VF \(vf.address) of \(pf) is held by claim \(holder); release it before removing the VFs")
-                        }
-                    }
-                    let intent = try self.store.beginIntent(kind: "vf-remove", payload: VFIntent(pf: pf, count: 0, previousCount: vfs.count, previousAutoprobe: nil).text, now: Self.now())
-                    defer { try? self.store.endIntent(intent, state: "done", now: Self.now()) }
-                    let actions = try VFManager(root: root, writer: writer).setCount(pf: pf, count: 0)
-                    _ = try? self.inventory.refresh()
-                    return VFOperationInfo(pf: pf.description, dryRun: false, numVFs: 0, vfs: [], actions: actions.map(\.description))
-                }
+                let result = try await serialized { () throws -> VFOperationInfo in try self.removeVFsNow(pf: pf) }
                 operations.finish(id, result: result, error: nil)
             } catch {
                 operations.finish(id, result: nil, error: APIError(error))
             }
         }
         return id
+    }
+
+    /// Removes every VF of `pf` under an intent, refusing while a claim holds one (the caller serializes).
+    func removeVFsNow(pf: PCIAddress) throws -> VFOperationInfo {
+        let holds = try store.groupHolds()
+        let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
+        let snapshot = try inventory.current()
+        for vf in vfs {
+            if let g = snapshot.device(vf.address)?.iommuGroup, let holder = holds[g] {
+                throw APIError(409, "vfs-in-use", "VF \(vf.address) of \(pf) is held by claim \(holder); release it before removing the VFs")
+            }
+        }
+        let intent = try store.beginIntent(kind: "vf-remove", payload: VFIntent(pf: pf, count: 0, previousCount: vfs.count, previousAutoprobe: nil).text, now: Self.now())
+        defer { try? store.endIntent(intent, state: "done", now: Self.now()) }
+        let actions = try VFManager(root: root, writer: writer).setCount(pf: pf, count: 0)
+        _ = try? inventory.refresh()
+        return VFOperationInfo(pf: pf.description, dryRun: false, numVFs: 0, vfs: [], actions: actions.map(\.description))
     }
 }
 

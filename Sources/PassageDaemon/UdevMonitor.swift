@@ -32,18 +32,31 @@ public final class UdevMonitor: @unchecked Sendable {
     }
 
     public let source: Source
+    /// The udev tag events must carry (udev source with the rules installed), else nil.
+    public let tag: String?
     private let udev: OpaquePointer
     private let monitor: OpaquePointer
     private let wake: (read: Int32, write: Int32)
 
-    /// Opens the netlink monitor for `subsystems`; throws with the reason when the kernel refuses.
-    public init(source: Source = .automatic, subsystems: [String] = ["pci"]) throws {
+    /// Where Passage's udev rules (which tag PCI events "passage") may be installed.
+    public static let rulesPaths = ["/etc/udev/rules.d/70-passage.rules", "/usr/lib/udev/rules.d/70-passage.rules",
+                                    "/lib/udev/rules.d/70-passage.rules", "/run/udev/rules.d/70-passage.rules"]
+    /// "passage" when the rules are installed: then the udev source delivers only tagged events.
+    public static var installedTag: String? {
+        rulesPaths.contains { access($0, F_OK) == 0 } ? "passage" : nil
+    }
+
+    /// Opens the netlink monitor for `subsystems` (and, on the udev source, events udev tagged
+    /// `tag`); throws with the reason when the kernel refuses.
+    public init(source: Source = .automatic, subsystems: [String] = ["pci"], tag: String? = nil) throws {
         guard let u = udev_new() else { throw MonitorError("udev_new failed: \(String(cString: strerror(errno)))") }
         guard let m = udev_monitor_new_from_netlink(u, source.rawValue) else {
             udev_unref(u)
             throw MonitorError("cannot open the \(source.rawValue) uevent netlink socket: \(String(cString: strerror(errno)))")
         }
         for s in subsystems { udev_monitor_filter_add_match_subsystem_devtype(m, s, nil) }
+        if source == .udev, let tag { udev_monitor_filter_add_match_tag(m, tag) }
+        self.tag = source == .udev ? tag : nil
         // Room for a burst (255 VFs appearing produce ~1,000 messages); overflow means a full rescan.
         _ = udev_monitor_set_receive_buffer_size(m, 8 << 20)
         let rc = udev_monitor_enable_receiving(m)
@@ -131,7 +144,8 @@ public struct HotplugService: Service {
 
     public func run() async throws {
         let daemon = self.daemon, monitor = self.monitor, logger = self.logger
-        logger.info("watching PCI hot-plug through the \(monitor.source.rawValue) uevent source")
+        let tagNote = monitor.tag.map { " (events tagged \($0) by Passage's udev rules)" } ?? ""
+        logger.info("watching PCI hot-plug through the \(monitor.source.rawValue) uevent source\(tagNote)")
         let done = AsyncStream<Void>.makeStream()
         Thread.detachNewThread {
             monitor.run { events, overflowed in
@@ -145,6 +159,18 @@ public struct HotplugService: Service {
                     defer { group.leave() }
                     do {
                         try await daemon.claims.applyHotplug(addresses: structural ? nil : addresses)
+                        // Hardware that appeared (or a PF whose driver just bound) may be what a
+                        // policy rule waits for; a step that failed because the device was not
+                        // ready yet (an NVMe controller still resetting) is tried again.
+                        let p = daemon.policy.policy
+                        if !p.pfs.isEmpty {
+                            for attempt in 0..<5 {
+                                let steps = await daemon.claims.converge(p, state: daemon.policy)
+                                guard steps.contains(where: { $0.outcome == "failed" }) else { break }
+                                logger.info("a policy step failed; trying again", metadata: ["attempt": "\(attempt + 1)"])
+                                try? await Task.sleep(for: .milliseconds(500 << attempt))
+                            }
+                        }
                     } catch {
                         logger.warning("refreshing after uevents failed: \(error)")
                     }

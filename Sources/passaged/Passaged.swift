@@ -33,6 +33,9 @@ struct Passaged: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds between background rescans of sysfs.", valueName: "S"))
     var rescanInterval: Double = 5
 
+    @Option(name: .long, help: ArgumentHelp("The policy file (a missing file is an empty policy).", valueName: "FILE"))
+    var policy: String = Policy.defaultPath
+
     @Option(name: .long, help: ArgumentHelp("Hot-plug events: auto (udev when systemd-udevd runs, else kernel uevents; off for a fixture --sysfs-root), udev, kernel or off.", valueName: "SOURCE"))
     var hotplug: String = "auto"
 
@@ -53,7 +56,7 @@ struct Passaged: AsyncParsableCommand {
         let root = SysfsRoot(path: sysfsRoot)
         let daemon: Daemon
         do {
-            daemon = try Daemon(stateDirectory: stateDir, root: root, authorizer: Authorizer(groupName: group))
+            daemon = try Daemon(stateDirectory: stateDir, root: root, authorizer: Authorizer(groupName: group), policyPath: policy)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
@@ -73,7 +76,8 @@ struct Passaged: AsyncParsableCommand {
             throw ExitCode(1)
         }
         logger.info("passaged \(APIHandler.version): socket \(server.socketPath ?? "from systemd"), state \(daemon.store.path), sysfs \(root.path)")
-        var services: [any Service] = [server, ReconcileService(daemon: daemon, interval: .milliseconds(Int64(rescanInterval * 1000)), logger: logger)]
+        var services: [any Service] = [server, ReconcileService(daemon: daemon, interval: .milliseconds(Int64(rescanInterval * 1000)), logger: logger),
+                                        PolicyService(daemon: daemon, logger: logger)]
         let source: UdevMonitor.Source? = switch hotplug {
         case "udev": .udev
         case "kernel": .kernel
@@ -82,7 +86,7 @@ struct Passaged: AsyncParsableCommand {
         }
         if let source {
             do {
-                services.append(HotplugService(daemon: daemon, monitor: try UdevMonitor(source: source), logger: logger))
+                services.append(HotplugService(daemon: daemon, monitor: try UdevMonitor(source: source, tag: UdevMonitor.installedTag), logger: logger))
             } catch {
                 logger.warning("no hot-plug events (\(error)); devices that come and go are noticed by the rescan every \(rescanInterval) s")
             }

@@ -117,10 +117,10 @@ invariants() {
         else [[ " $active " != *" $d "* ]] || { echo "$d is claimed but on $(lab_driver $d)"; return 1; }; fi
     done
 }
-# Every sysfs write of passaged waits 150 ms during the torture (PASSAGE_INJECT_WRITE_DELAY_MS), so
-# that a claim (6 writes) or release takes about a second and the kills land inside them.
+# Every sysfs write of passaged waits 80 ms during the torture (PASSAGE_INJECT_WRITE_DELAY_MS), so
+# that a claim (6 writes) or release takes half a second and the kills land inside them.
 kill -TERM $pid; wait $pid
-export PASSAGE_INJECT_WRITE_DELAY_MS=150
+export PASSAGE_INJECT_WRITE_DELAY_MS=80
 start_daemon || lab_fatal "passaged did not restart with the write delay"
 worst=0 cut_short=0
 for i in $(seq 1 12); do
