@@ -2,6 +2,20 @@ import ArgumentParser
 import Foundation
 import PassageAPI
 
+/// A device selector on the command line (claims and pools).
+struct SelectorOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Selector: vendor id, 4 hex digits.", valueName: "ID")) var vendor: String?
+    @Option(name: .long, help: ArgumentHelp("Selector: device id, 4 hex digits.", valueName: "ID")) var device: String?
+    @Option(name: .long, help: ArgumentHelp("Selector: class code prefix (02, 0108).", valueName: "HEX")) var `class`: String?
+    @Option(name: .long, help: ArgumentHelp("Selector: VFs of this PF.", valueName: "PF")) var pf: String?
+    @Option(name: .long, help: ArgumentHelp("Selector: NUMA node.", valueName: "N")) var numa: Int?
+    @Option(name: .long, help: ArgumentHelp("Selector: current driver ('none' for unbound).", valueName: "NAME")) var driver: String?
+
+    var selector: DeviceSelector {
+        DeviceSelector(vendorId: vendor, deviceId: device, classCode: `class`, pf: pf, numaNode: numa, driver: driver)
+    }
+}
+
 struct Claim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "claim",
@@ -22,19 +36,15 @@ struct Claim: ParsableCommand {
     @Option(name: .long, help: "Who the devices are for (a VM name, a pod).")
     var owner: String
 
-    @Option(name: .long, help: ArgumentHelp("Selector: vendor id, 4 hex digits.", valueName: "ID")) var vendor: String?
-    @Option(name: .long, help: ArgumentHelp("Selector: device id, 4 hex digits.", valueName: "ID")) var device: String?
-    @Option(name: .long, help: ArgumentHelp("Selector: class code prefix (02, 0108).", valueName: "HEX")) var `class`: String?
-    @Option(name: .long, help: ArgumentHelp("Selector: VFs of this PF.", valueName: "PF")) var pf: String?
-    @Option(name: .long, help: ArgumentHelp("Selector: NUMA node.", valueName: "N")) var numa: Int?
-    @Option(name: .long, help: ArgumentHelp("Selector: current driver ('none' for unbound).", valueName: "NAME")) var driver: String?
+    @OptionGroup var select: SelectorOptions
     @Option(name: .long, help: ArgumentHelp("Selector: a pool (passage pools).", valueName: "NAME")) var pool: String?
     @Option(name: .long, help: "How many devices a selector claim takes.") var count: Int?
     @Option(name: .long, help: ArgumentHelp("Retry-safe key: the same key returns the same claim.", valueName: "KEY")) var idempotencyKey: String?
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let selector = DeviceSelector(pool: pool, vendorId: vendor, deviceId: device, classCode: `class`, pf: pf, numaNode: numa, driver: driver)
+            var selector = select.selector
+            selector.pool = pool
             let hasSelector = selector != DeviceSelector()
             guard addresses.isEmpty != !hasSelector else {
                 throw CLIError.usage(addresses.isEmpty ? "name devices by address, or give a selector (--vendor, --class, …) with --count"
@@ -150,17 +160,11 @@ struct PoolsDefine: ParsableCommand {
     @OptionGroup var daemon: ClientOptions
 
     @Argument(help: ArgumentHelp("The pool's name (a-z, 0-9, '-', '_', '.').", valueName: "NAME")) var name: String
-    @Option(name: .long, help: ArgumentHelp("Vendor id, 4 hex digits.", valueName: "ID")) var vendor: String?
-    @Option(name: .long, help: ArgumentHelp("Device id, 4 hex digits.", valueName: "ID")) var device: String?
-    @Option(name: .long, help: ArgumentHelp("Class code prefix (02, 0108).", valueName: "HEX")) var `class`: String?
-    @Option(name: .long, help: ArgumentHelp("VFs of this PF.", valueName: "PF")) var pf: String?
-    @Option(name: .long, help: ArgumentHelp("NUMA node.", valueName: "N")) var numa: Int?
-    @Option(name: .long, help: ArgumentHelp("Current driver ('none' for unbound).", valueName: "NAME")) var driver: String?
+    @OptionGroup var select: SelectorOptions
 
     func run() throws {
         try reportingErrors(json: output.json) {
-            let selector = DeviceSelector(vendorId: vendor, deviceId: device, classCode: `class`, pf: pf, numaNode: numa, driver: driver)
-            let pool = try daemon.client.send("PUT", "/v1/pools/\(name)", body: PoolRequest(selector: selector), as: PoolInfo.self)
+            let pool = try daemon.client.send("PUT", "/v1/pools/\(name)", body: PoolRequest(selector: select.selector), as: PoolInfo.self)
             if output.json { try printJSON(pool); return }
             writeStdout("pool \(pool.name): \(describe(pool.selector)); \(pool.members.count) member(s), \(pool.free) free\n")
         }

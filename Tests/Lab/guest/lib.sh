@@ -275,3 +275,18 @@ lab_check_passage_devices() {
         lab_fail "[$label] passage devices --json agrees with sysfs" $'\n'"$diffs"
     fi
 }
+
+# ---- passaged ----------------------------------------------------------------------------
+# lab_passaged_start SOCKET STATE_DIR [ARGS...]: starts $PASSAGE_BIN/passaged in the background
+# (log appended to $LAB_OUT/passaged.log) and waits until /v1/health answers 200; sets
+# LAB_PASSAGED_PID and LAB_PASSAGED_SECONDS (start to healthy). Not to be called in $(…): the
+# variables must reach the caller's shell.
+lab_passaged_start() {
+    local sock=$1 state=$2 t0
+    shift 2
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    "$PASSAGE_BIN/passaged" --socket "$sock" --state-dir "$state" "$@" >>"$LAB_OUT/passaged.log" 2>&1 &
+    LAB_PASSAGED_PID=$!
+    lab_wait_for 20 sh -c "kill -0 $LAB_PASSAGED_PID && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
+    LAB_PASSAGED_SECONDS=$(lab_since "$t0")
+}

@@ -22,13 +22,7 @@ sock=/run/passage/passage.sock
 state=/tmp/passage-state
 export PASSAGE_SOCKET=$sock
 pid= t=
-start_daemon() {
-    local t0; t0=$(cut -d' ' -f1 /proc/uptime)
-    "$bin/passaged" --socket $sock --state-dir $state --rescan-interval 60 >>"$LAB_OUT/passaged.log" 2>&1 &
-    pid=$!
-    lab_wait_for 20 sh -c "kill -0 $pid && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
-    t=$(lab_since "$t0")
-}
+start_daemon() { lab_passaged_start $sock $state --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID t=$LAB_PASSAGED_SECONDS; }
 numvfs() { cat $LAB_PCI/$pf/sriov_numvfs; }
 vf_drivers() { # the driver of each VF, or "-" for none
     local l out=""

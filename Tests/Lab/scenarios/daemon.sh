@@ -28,13 +28,7 @@ state=/tmp/passage-state
 export PASSAGE_SOCKET=$sock
 pid= t=
 # Sets $pid and $t (seconds until healthy). Not to be called in $(…): $pid must reach this shell.
-start_daemon() {
-    local t0; t0=$(cut -d' ' -f1 /proc/uptime)
-    "$bin/passaged" --socket $sock --state-dir $state --rescan-interval 60 >>"$LAB_OUT/passaged.log" 2>&1 &
-    pid=$!
-    lab_wait_for 20 sh -c "kill -0 $pid && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
-    t=$(lab_since "$t0")
-}
+start_daemon() { lab_passaged_start $sock $state --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID t=$LAB_PASSAGED_SECONDS; }
 drivers() { echo "$(lab_driver $a)/$(lab_driver $b)/$(lab_driver $c)"; }
 
 start_daemon || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"

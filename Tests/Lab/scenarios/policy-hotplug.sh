@@ -48,11 +48,7 @@ pf = "$pf"
 EOF
 lab_check "passage policy check accepts the file" "$bin/passage" policy check $policy
 pid=
-start_daemon() {
-    "$bin/passaged" --socket $sock --state-dir $state --policy $policy --rescan-interval 60 >>"$LAB_OUT/passaged.log" 2>&1 &
-    pid=$!
-    lab_wait_for 20 sh -c "kill -0 $pid && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null"
-}
+start_daemon() { lab_passaged_start $sock $state --policy $policy --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID t=$LAB_PASSAGED_SECONDS; }
 stop_daemon() { kill -TERM $pid; wait $pid; }
 writes() { curl -s --unix-socket $sock http://localhost/metrics | awk '/^passage_sysfs_writes_total/ { print $2 }'; }
 vf_drivers() {
