@@ -36,6 +36,8 @@ let package = Package(
         .target(name: "SRIOV", dependencies: ["HostPCI", "CLinux", "CNetlink"]),
         // Typed owners of the KVM system, VM and vCPU file descriptors; KVM_RUN and its exits.
         .target(name: "KVM", dependencies: ["CLinux"]),
+        // VFIO: container (type1v2), groups, devices: regions, interrupts, DMA mappings, reset.
+        .target(name: "VFIO", dependencies: ["CLinux"]),
         // The machine: guest memory, x86-64 Linux boot, serial, i8042, PCI host bridge, vCPU threads.
         .target(name: "VMM", dependencies: ["KVM"]),
         // Codable wire types shared by the CLI and (later) the daemon.
@@ -102,10 +104,12 @@ let package = Package(
             path: "Benchmarks/VMMExitBench",
             exclude: ["minimal-kvm-loop.c", "run.sh"]
         ),
+        // Lab tool: what the VFIO layer sees of a device bound to vfio-pci, as JSON (scenario vfio-device).
+        .executableTarget(name: "vfio-inspect", dependencies: ["VFIO", "CLinux"], path: "Tools/VFIOInspect"),
         .testTarget(
             name: "PassageTests",
             dependencies: [
-                "HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM",
+                "HostPCI", "SRIOV", "CLinux", "PassageAPI", "PassageDaemon", "SysfsFixtures", "passage", "KVM", "VMM", "VFIO",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]

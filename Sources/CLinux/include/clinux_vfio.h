@@ -1,0 +1,36 @@
+#ifndef PASSAGE_CLINUX_VFIO_H
+#define PASSAGE_CLINUX_VFIO_H
+
+/* VFIO (type1v2 container/group/device API, <linux/vfio.h>): ioctl request numbers as constants
+   (Swift cannot expand _IO()), and helpers for the variable-length structs. Sizes pinned in vfio.c. */
+
+#include <linux/vfio.h>
+#include <stdint.h>
+
+extern const unsigned long passage_VFIO_GET_API_VERSION;
+extern const unsigned long passage_VFIO_CHECK_EXTENSION;
+extern const unsigned long passage_VFIO_SET_IOMMU;
+extern const unsigned long passage_VFIO_GROUP_GET_STATUS;
+extern const unsigned long passage_VFIO_GROUP_SET_CONTAINER;
+extern const unsigned long passage_VFIO_GROUP_UNSET_CONTAINER;
+extern const unsigned long passage_VFIO_GROUP_GET_DEVICE_FD;
+extern const unsigned long passage_VFIO_DEVICE_GET_INFO;
+extern const unsigned long passage_VFIO_DEVICE_GET_REGION_INFO;
+extern const unsigned long passage_VFIO_DEVICE_GET_IRQ_INFO;
+extern const unsigned long passage_VFIO_DEVICE_SET_IRQS;
+extern const unsigned long passage_VFIO_DEVICE_RESET;
+extern const unsigned long passage_VFIO_IOMMU_MAP_DMA;
+extern const unsigned long passage_VFIO_IOMMU_UNMAP_DMA;
+
+/* ioctl(2) returning -errno on failure (else its result). */
+long passage_vfio_ioctl(int fd, unsigned long request, void *arg);
+long passage_vfio_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/* VFIO_DEVICE_SET_IRQS with `count` eventfds (-1 detaches one) for `index` from `start`, action
+   trigger; count 0 with DATA_NONE disables the index. Returns 0 or -errno. */
+int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds);
+int passage_vfio_disable_irqs(int device, uint32_t index);
+/* Mask (1) or unmask (0) one vector of `index` (DATA_NONE). Returns 0 or -errno. */
+int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask);
+
+#endif

@@ -1,0 +1,72 @@
+#include "clinux.h"
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+const unsigned long passage_VFIO_GET_API_VERSION = VFIO_GET_API_VERSION;
+const unsigned long passage_VFIO_CHECK_EXTENSION = VFIO_CHECK_EXTENSION;
+const unsigned long passage_VFIO_SET_IOMMU = VFIO_SET_IOMMU;
+const unsigned long passage_VFIO_GROUP_GET_STATUS = VFIO_GROUP_GET_STATUS;
+const unsigned long passage_VFIO_GROUP_SET_CONTAINER = VFIO_GROUP_SET_CONTAINER;
+const unsigned long passage_VFIO_GROUP_UNSET_CONTAINER = VFIO_GROUP_UNSET_CONTAINER;
+const unsigned long passage_VFIO_GROUP_GET_DEVICE_FD = VFIO_GROUP_GET_DEVICE_FD;
+const unsigned long passage_VFIO_DEVICE_GET_INFO = VFIO_DEVICE_GET_INFO;
+const unsigned long passage_VFIO_DEVICE_GET_REGION_INFO = VFIO_DEVICE_GET_REGION_INFO;
+const unsigned long passage_VFIO_DEVICE_GET_IRQ_INFO = VFIO_DEVICE_GET_IRQ_INFO;
+const unsigned long passage_VFIO_DEVICE_SET_IRQS = VFIO_DEVICE_SET_IRQS;
+const unsigned long passage_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+const unsigned long passage_VFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
+const unsigned long passage_VFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
+
+/* The ABI Swift relies on. */
+_Static_assert(sizeof(struct vfio_group_status) == 8, "vfio_group_status");
+_Static_assert(sizeof(struct vfio_device_info) == 20, "vfio_device_info");
+_Static_assert(sizeof(struct vfio_region_info) == 32, "vfio_region_info");
+_Static_assert(offsetof(struct vfio_region_info, offset) == 24, "vfio_region_info.offset");
+_Static_assert(sizeof(struct vfio_irq_info) == 16, "vfio_irq_info");
+_Static_assert(sizeof(struct vfio_irq_set) == 20, "vfio_irq_set");
+_Static_assert(sizeof(struct vfio_iommu_type1_dma_map) == 32, "vfio_iommu_type1_dma_map");
+_Static_assert(sizeof(struct vfio_iommu_type1_dma_unmap) == 24, "vfio_iommu_type1_dma_unmap");
+_Static_assert(sizeof(struct vfio_info_cap_header) == 8, "vfio_info_cap_header");
+_Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "vfio_region_sparse_mmap_area");
+_Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "vfio_region_info_cap_sparse_mmap");
+
+long passage_vfio_ioctl(int fd, unsigned long request, void *arg) {
+    long r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+
+long passage_vfio_ioctl_int(int fd, unsigned long request, unsigned long arg) {
+    long r = ioctl(fd, request, arg);
+    return r < 0 ? -errno : r;
+}
+
+int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
+    size_t size = sizeof(struct vfio_irq_set) + (size_t)count * sizeof(int32_t);
+    struct vfio_irq_set *set = calloc(1, size);
+    if (!set) return -ENOMEM;
+    set->argsz = (uint32_t)size;
+    set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    set->index = index;
+    set->start = start;
+    set->count = count;
+    if (count) memcpy(set->data, fds, (size_t)count * sizeof(int32_t));
+    int r = ioctl(device, VFIO_DEVICE_SET_IRQS, set) < 0 ? -errno : 0;
+    free(set);
+    return r;
+}
+
+int passage_vfio_disable_irqs(int device, uint32_t index) {
+    struct vfio_irq_set set = { .argsz = sizeof(set), .flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER,
+                                .index = index, .start = 0, .count = 0 };
+    return ioctl(device, VFIO_DEVICE_SET_IRQS, &set) < 0 ? -errno : 0;
+}
+
+int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask) {
+    struct vfio_irq_set set = { .argsz = sizeof(set),
+                                .flags = VFIO_IRQ_SET_DATA_NONE | (mask ? VFIO_IRQ_SET_ACTION_MASK : VFIO_IRQ_SET_ACTION_UNMASK),
+                                .index = index, .start = vector, .count = 1 };
+    return ioctl(device, VFIO_DEVICE_SET_IRQS, &set) < 0 ? -errno : 0;
+}
