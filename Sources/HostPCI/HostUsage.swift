@@ -134,10 +134,3 @@ public struct HostUsage: Sendable {
 private func lastName(_ path: String) -> String {
     path.split(separator: "/").last.map(String.init) ?? path
 }
-
-extension SysfsDirectory {
-    init?(parentOf path: String) {
-        guard let slash = path.lastIndex(of: "/") else { return nil }
-        self.init(slash == path.startIndex ? "/" : String(path[..<slash]))
-    }
-}

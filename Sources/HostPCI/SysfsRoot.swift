@@ -204,3 +204,11 @@ extension SysfsRoot {
         access(path, F_OK) == 0
     }
 }
+
+extension SysfsDirectory {
+    /// The directory holding `path` (`/sys/…/0000:01:00.0/driver` → `/sys/…/0000:01:00.0`).
+    init?(parentOf path: String) {
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        self.init(slash == path.startIndex ? "/" : String(path[..<slash]))
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Fuzzes Passage's parsers with libFuzzer (swiftc -sanitize=fuzzer,address): each target is
+# compiled from its harness in Fuzz/ plus the few source files it exercises, then run for
+# SECONDS (default 60) per target from its corpus in Fuzz/corpus/TARGET (kept between runs).
+# Prints per target: executions, crashes; a crash leaves its input as Fuzz/crashes/TARGET-*
+# (turn each into a regression test). Exit 1 when any target crashed.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: pci-address toml
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/env.sh
+seconds=${1:-60}; shift || true
+declare -A sources=(
+    [pci-address]="Fuzz/FuzzPCIAddress.swift Sources/HostPCI/PCIAddress.swift Sources/HostPCI/HostPCIError.swift Sources/HostPCI/SysfsRoot.swift"
+    [toml]="Fuzz/FuzzTOML.swift Sources/PassageDaemon/Policy/TOML.swift"
+)
+targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml)
+out=.build/fuzz
+mkdir -p "$out" Fuzz/crashes
+status=0
+for t in "${targets[@]}"; do
+    [[ -n ${sources[$t]:-} ]] || { echo "fuzz: unknown target $t (${!sources[*]})" >&2; exit 64; }
+    echo "== $t: building"
+    # shellcheck disable=SC2086
+    swiftc -parse-as-library -sanitize=fuzzer,address -O -g ${sources[$t]} -o "$out/$t" 2>&1 | grep -E "error" && { status=1; continue; }
+    mkdir -p "Fuzz/corpus/$t"
+    log=$out/$t.log
+    "$out/$t" "Fuzz/corpus/$t" -max_total_time="$seconds" -artifact_prefix="Fuzz/crashes/$t-" -print_final_stats=1 >"$log" 2>&1
+    rc=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+    crashes=$(ls Fuzz/crashes/ 2>/dev/null | grep -c "^$t-" || true)
+    echo "$t: ${execs:-?} executions in ${seconds} s, ${crashes} crash input(s), exit $rc"
+    if ((rc != 0)); then status=1; grep -E "ERROR|panic|Fatal|precondition" "$log" | head -n 5; fi
+done
+exit $status
