@@ -148,8 +148,77 @@ for clients in [1, 16, 64] {
 
 }
 
+// Load (issue: hardening): 64 busy clients while 100 idle keep-alive connections and 20 slow
+// ones (one byte a second, reconnecting when the server cuts them off) sit on the server; then
+// the daemon's resident memory over 100,000 requests. Not part of the default run.
+if only == "load" {
+    func rssKiB() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        return Int(text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first ?? "0") ?? 0
+    }
+    let socketPath = socket
+    @Sendable func connectRaw() -> Int32 {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        _ = withUnsafeMutableBytes(of: &addr.sun_path) { raw in socketPath.utf8CString.withUnsafeBytes { raw.copyMemory(from: $0) } }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        return fd
+    }
+    // 100 idle: each made one request on a keep-alive connection and then stays silent.
+    var idle: [UnixHTTPClient] = []
+    for _ in 0..<100 {
+        let c = UnixHTTPClient(socketPath: socket)
+        _ = try? c.request("GET", "/v1/health")
+        idle.append(c)
+    }
+    // 20 slow: a request trickling in at one byte a second, started again when cut off.
+    final class Flag: @unchecked Sendable { var stop = false }
+    let stopSlow = Flag()
+    for _ in 0..<20 {
+        Thread.detachNewThread {
+            let request = Array("GET /v1/devices HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
+            while !stopSlow.stop {
+                let fd = connectRaw()
+                var i = 0
+                while !stopSlow.stop {
+                    var b = request[i % request.count]
+                    if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) != 1 { break }
+                    i += 1
+                    sleep(1)
+                }
+                close(fd)
+            }
+        }
+    }
+    sleep(2)
+    say("\nunder load: 64 busy clients + 100 idle keep-alive connections + 20 slow (1 byte/s) ones:")
+    for (name, path, header) in [("list, revalidated (If-None-Match)", "/v1/devices", true), ("a page of 100", "/v1/devices?limit=100", false),
+                                 ("one device", "/v1/devices/" + claimable[0], false), ("list, all 4,096", "/v1/devices", false)] {
+        let tag = try daemon.inventory.entityTag(daemon.inventory.listJSON().generation)
+        let (rps, p50, p99, failed) = measure(clients: 64, iterations: perClient) { client, _, _ in
+            let r = try? client.request("GET", path, headers: header ? [("If-None-Match", tag)] : [])
+            return r?.status == (header ? 304 : 200)
+        }
+        say("  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) + String(format: " %8.1f req/s  p50 %7.2f ms  p99 %7.2f ms  failures %d", rps, p50, p99, failed))
+    }
+    stopSlow.stop = true
+    idle.forEach { $0.close() }
+    let before = rssKiB()
+    var marks: [Int] = []
+    for round in 0..<10 {
+        _ = measure(clients: 16, iterations: 625) { client, c, i in
+            (try? client.request("GET", "/v1/devices/" + claimable[(c * 31 + i) % claimable.count]))?.status == 200
+        }
+        marks.append(rssKiB())
+        _ = round
+    }
+    say("\nresident memory over 100,000 single-device requests (16 clients), KiB: start \(before), after each 10,000: \(marks.map(String.init).joined(separator: " "))")
+    say(String(format: "  growth from the first 10,000 to the last: %+d KiB (%.2f%%)", marks.last! - marks.first!, Double(marks.last! - marks.first!) / Double(marks.first!) * 100))
+}
+
 // The peer: lspci -vmm over the same tree.
-if wanted("list") || wanted("lspci") {
+if (wanted("list") || wanted("lspci")) && only != "load" {
 var lspciTimes: [Double] = []
 for _ in 0..<5 {
     let p = Process()
