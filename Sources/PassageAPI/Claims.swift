@@ -293,3 +293,59 @@ public struct PolicyApplyRequest: Codable, Sendable, Hashable {
     public init(dryRun: Bool? = nil) { self.dryRun = dryRun }
     public static let keys: Set<String> = ["dryRun"]
 }
+
+/// `POST /v1/vms`: a VM for passage-vmm (docs/vmm.md).
+public struct VMStartRequest: Codable, Sendable, Hashable {
+    public var name: String
+    public var kernel: String
+    public var initramfs: String?
+    public var cmdline: String?
+    /// `512M`, `2G`.
+    public var memory: String?
+    public var vcpus: Int?
+    /// A claim whose devices the VM gets (passthrough).
+    public var claim: String?
+
+    public init(name: String, kernel: String, initramfs: String? = nil, cmdline: String? = nil, memory: String? = nil, vcpus: Int? = nil, claim: String? = nil) {
+        self.name = name
+        self.kernel = kernel
+        self.initramfs = initramfs
+        self.cmdline = cmdline
+        self.memory = memory
+        self.vcpus = vcpus
+        self.claim = claim
+    }
+
+    public static let keys: Set<String> = ["name", "kernel", "initramfs", "cmdline", "memory", "vcpus", "claim"]
+}
+
+/// A VM started by passaged.
+public struct VMInfo: Codable, Sendable, Hashable {
+    public var name: String
+    /// `running`, `stopped`, `crashed`, `failed`.
+    public var state: String
+    public var pid: Int32?
+    /// passage-vmm's exit status: 0 powered off or reset, 3 crashed, 130 stopped, 1 could not start.
+    public var exitStatus: Int32?
+    public var message: String?
+    public var claim: String?
+    public var config: VMStartRequest
+    public var startedAt: String
+    public var endedAt: String?
+    /// Where the guest's serial console is written.
+    public var console: String
+
+    public init(name: String, state: String, pid: Int32?, exitStatus: Int32?, message: String?, claim: String?, config: VMStartRequest,
+                startedAt: String, endedAt: String?, console: String) {
+        self.name = name
+        self.state = state
+        self.pid = pid
+        self.exitStatus = exitStatus
+        self.message = message
+        self.claim = claim
+        self.config = config
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.console = console
+    }
+}

@@ -13,9 +13,12 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
     public static let version = "0.1.0"
 
     public let policy: PolicyState
+    public let vms: VMSupervisor?
 
-    public init(claims: ClaimService, authorizer: Authorizer = Authorizer(), policy: PolicyState = PolicyState(path: Policy.defaultPath)) {
+    public init(claims: ClaimService, authorizer: Authorizer = Authorizer(), policy: PolicyState = PolicyState(path: Policy.defaultPath),
+                vms: VMSupervisor? = nil) {
         self.policy = policy
+        self.vms = vms
         self.claims = claims
         self.operations = OperationRegistry(events: claims.events)
         self.authorizer = authorizer
@@ -186,6 +189,20 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return try Self.json(created ? 201 : 200, info, headers: [("Location", "/v1/pools/\(parts[2])")])
         case ("DELETE", "pools", 3):
             return try Self.json(200, try claims.deletePool(name: parts[2]))
+        case ("POST", "vms", 2):
+            guard let body = try Self.decode(VMStartRequest.self, r.body, keys: VMStartRequest.keys) else {
+                throw APIError.badRequest("send {\"name\": \"vm1\", \"kernel\": \"/boot/vmlinuz\", \"initramfs\": …, \"memory\": \"512M\", \"vcpus\": 2}")
+            }
+            let info = try vmSupervisor().start(body)
+            return try Self.json(201, info, headers: [("Location", "/v1/vms/\(info.name)")])
+        case ("GET", "vms", 2):
+            return try Self.json(200, try vmSupervisor().list())
+        case ("GET", "vms", 3):
+            return try Self.json(200, try vmSupervisor().get(parts[2]))
+        case ("POST", "vms", 4) where parts[3] == "stop":
+            return try Self.json(200, try await vmSupervisor().stop(parts[2]))
+        case ("GET", "vms", 4) where parts[3] == "console":
+            return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; charset=utf-8")], body: .bytes(try vmSupervisor().console(parts[2])))
         case ("GET", "policy", 2):
             let p = policy.policy
             return try Self.json(200, policyInfo(p, steps: try claims.planPolicy(p)))
@@ -223,7 +240,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             return HTTPResponse(status: 200, headers: [("Content-Type", "application/x-ndjson")], body: .stream(bytes))
         default:
             let known: [String: [String]] = ["health": ["GET"], "devices": ["GET", "POST"], "groups": ["GET"], "pfs": ["POST", "DELETE"],
-                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET", "PUT", "DELETE"], "events": ["GET"], "policy": ["GET", "POST"]]
+                                             "operations": ["GET"], "claims": ["GET", "POST", "DELETE"], "pools": ["GET", "PUT", "DELETE"], "events": ["GET"], "policy": ["GET", "POST"], "vms": ["GET", "POST"]]
             if let methods = known[parts[1]], !methods.contains(r.method) { throw Self.methodNotAllowed(r, methods.joined(separator: ", ")) }
             throw APIError.notFound("no route \(r.method) \(r.path) (see docs/api.md)")
         }
@@ -237,6 +254,11 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
     }
 
     // MARK: helpers
+
+    func vmSupervisor() throws -> VMSupervisor {
+        guard let vms else { throw APIError(501, "vms-unavailable", "this passaged serves no VMs") }
+        return vms
+    }
 
     func policyInfo(_ p: Policy, steps: [PolicyStepInfo]) -> PolicyInfo {
         PolicyInfo(file: p.file, present: FileManager.default.fileExists(atPath: p.file), pfRules: p.pfs.count,

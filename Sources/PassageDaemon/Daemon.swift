@@ -13,16 +13,24 @@ public final class Daemon: Sendable {
     public let claims: ClaimService
     public let api: APIHandler
     public let policy: PolicyState
+    public let vms: VMSupervisor
+
+    /// passage-vmm next to the running executable (where install.sh puts both).
+    public static var defaultVMMPath: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("passage-vmm").path
+    }
 
     public init(stateDirectory: String, root: SysfsRoot, writer: (any SysfsWriter)? = nil, usage: HostUsage? = nil,
-                authorizer: Authorizer = Authorizer(), policyPath: String = Policy.defaultPath) throws {
+                authorizer: Authorizer = Authorizer(), policyPath: String = Policy.defaultPath, vmmPath: String = Daemon.defaultVMMPath) throws {
         policy = PolicyState(path: policyPath)
         store = try Store(directory: stateDirectory)
         events = EventHub()
         inventory = InventoryCache(root: root, events: events)
         claims = ClaimService(store: store, root: root, writer: writer ?? KernelSysfsWriter(root: root), inventory: inventory,
                               events: events, usage: usage)
-        api = APIHandler(claims: claims, authorizer: authorizer, policy: policy)
+        vms = VMSupervisor(vmmPath: vmmPath, stateDirectory: stateDirectory, claims: claims)
+        vms.adopt()
+        api = APIHandler(claims: claims, authorizer: authorizer, policy: policy, vms: vms)
     }
 }
 

@@ -58,6 +58,20 @@ public final class Store: @unchecked Sendable {
             updated_at INTEGER NOT NULL
         );
         """,
+        // 3: VMs started by passaged (passage-vmm children).
+        """
+        CREATE TABLE vms (
+            name TEXT PRIMARY KEY,
+            config TEXT NOT NULL,
+            claim_id TEXT,
+            state TEXT NOT NULL,
+            pid INTEGER,
+            exit_status INTEGER,
+            message TEXT,
+            started_at INTEGER NOT NULL,
+            ended_at INTEGER
+        );
+        """,
     ]
 
     /// Opens (creating if needed) `DIR/state.db` and brings its schema up to date.
@@ -276,6 +290,43 @@ public final class Store: @unchecked Sendable {
             try db.query("SELECT name, selector, source, created_at, updated_at FROM pools ORDER BY name").map {
                 PoolRecord(name: $0["name"]?.text ?? "", selector: $0["selector"]?.text ?? "{}", source: $0["source"]?.text ?? "api",
                            createdAt: $0["created_at"]?.int ?? 0, updatedAt: $0["updated_at"]?.int ?? 0)
+            }
+        }
+    }
+
+    // MARK: VMs
+
+    public struct VMRecord: Sendable, Equatable {
+        public var name: String
+        /// The VM's settings as JSON (VMStartRequest).
+        public var config: String
+        public var claimID: String?
+        /// `running`, `stopped` (powered off, reset or stopped), `crashed`, `failed` (the VMM could not start it).
+        public var state: String
+        public var pid: Int32?
+        public var exitStatus: Int32?
+        public var message: String?
+        public var startedAt: Int64
+        public var endedAt: Int64?
+    }
+
+    public func putVM(_ v: VMRecord) throws(StoreError) {
+        try locked { () throws(StoreError) in
+            _ = try db.query("""
+                INSERT INTO vms (name, config, claim_id, state, pid, exit_status, message, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET config = excluded.config, claim_id = excluded.claim_id, state = excluded.state, pid = excluded.pid,
+                    exit_status = excluded.exit_status, message = excluded.message, started_at = excluded.started_at, ended_at = excluded.ended_at
+                """, [.text(v.name), .text(v.config), v.claimID.map { .text($0) } ?? .null, .text(v.state), v.pid.map { .int(Int64($0)) } ?? .null,
+                      v.exitStatus.map { .int(Int64($0)) } ?? .null, v.message.map { .text($0) } ?? .null, .int(v.startedAt), v.endedAt.map { .int($0) } ?? .null])
+        }
+    }
+
+    public func vms() throws(StoreError) -> [VMRecord] {
+        try locked { () throws(StoreError) in
+            try db.query("SELECT name, config, claim_id, state, pid, exit_status, message, started_at, ended_at FROM vms ORDER BY name").map {
+                VMRecord(name: $0["name"]?.text ?? "", config: $0["config"]?.text ?? "{}", claimID: $0["claim_id"]?.text, state: $0["state"]?.text ?? "failed",
+                         pid: $0["pid"]?.int.map { Int32($0) }, exitStatus: $0["exit_status"]?.int.map { Int32($0) }, message: $0["message"]?.text,
+                         startedAt: $0["started_at"]?.int ?? 0, endedAt: $0["ended_at"]?.int)
             }
         }
     }

@@ -33,6 +33,9 @@ struct Passaged: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Seconds between background rescans of sysfs.", valueName: "S"))
     var rescanInterval: Double = 5
 
+    @Option(name: .long, help: ArgumentHelp("passage-vmm to start VMs with (default: next to passaged).", valueName: "PATH"))
+    var vmm: String?
+
     @Option(name: .long, help: ArgumentHelp("The policy file (a missing file is an empty policy).", valueName: "FILE"))
     var policy: String = Policy.defaultPath
 
@@ -56,7 +59,7 @@ struct Passaged: AsyncParsableCommand {
         let root = SysfsRoot(path: sysfsRoot)
         let daemon: Daemon
         do {
-            daemon = try Daemon(stateDirectory: stateDir, root: root, authorizer: Authorizer(groupName: group), policyPath: policy)
+            daemon = try Daemon(stateDirectory: stateDir, root: root, authorizer: Authorizer(groupName: group), policyPath: policy, vmmPath: vmm ?? Daemon.defaultVMMPath)
         } catch {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)

@@ -572,7 +572,7 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
             }
         }
         #expect(checked >= 15)
-        for (method, path) in [("GET", "/v1/vms"), ("GET", "/v1/devices/0000:00:03.0/config"), ("POST", "/v1/health"), ("GET", "/v2/devices")] {
+        for (method, path) in [("GET", "/v1/snapshots"), ("GET", "/v1/devices/0000:00:03.0/config"), ("POST", "/v1/health"), ("GET", "/v2/devices")] {
             let (status, _) = try await h.curl(method, path, method == "POST" ? "{}" : nil)
             #expect(status == 404 || status == 405, "\(method) \(path) is served but not documented")
         }

@@ -290,3 +290,17 @@ lab_passaged_start() {
     lab_wait_for 20 sh -c "kill -0 $LAB_PASSAGED_PID && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
     LAB_PASSAGED_SECONDS=$(lab_since "$t0")
 }
+
+# lab_vmm_initramfs FILE: the busybox initramfs passage-vmm guests boot (guest/vmm-init as /init,
+# no modules), written to FILE.
+lab_vmm_initramfs() {
+    local out=$1 stage
+    stage=$(mktemp -d /tmp/vmm-initramfs.XXXXXX)
+    mkdir -p "$stage"/{bin,proc,sys,dev}
+    cp /bin/busybox "$stage/bin/busybox"
+    ln -s busybox "$stage/bin/sh"
+    cp "$LAB_DIR/guest/vmm-init" "$stage/init"
+    chmod 755 "$stage/init"
+    (cd "$stage" && find . | cpio -o -H newc -R 0:0 --quiet) >"$out" || return 1
+    rm -rf "$stage"
+}

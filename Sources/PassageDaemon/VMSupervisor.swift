@@ -1,0 +1,206 @@
+import Foundation
+import PassageAPI
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// VMs as passaged runs them: one `passage-vmm` child each, its console in
+/// `STATE/vms/NAME/console.log`, its own output in `vmm.log`, its state followed and recorded
+/// (the record survives a restart of passaged; a VMM that outlives passaged is found again by
+/// its pid). A VM's claim stays held after the VM ends, until it is released.
+public final class VMSupervisor: @unchecked Sendable {
+    public let vmmPath: String
+    public let directory: String
+    private let store: Store
+    private let events: EventHub
+    private let claims: ClaimService
+
+    public init(vmmPath: String, stateDirectory: String, claims: ClaimService) {
+        self.vmmPath = vmmPath
+        directory = stateDirectory + "/vms"
+        store = claims.store
+        events = claims.events
+        self.claims = claims
+    }
+
+    static func validName(_ n: String) -> Bool { ClaimService.validPoolName(n) }
+
+    public func consolePath(_ name: String) -> String { "\(directory)/\(name)/console.log" }
+
+    /// After a restart of passaged: VMs recorded as running whose VMM is gone are recorded as
+    /// ended; those still running are watched by their pid.
+    public func adopt() {
+        guard let records = try? store.vms() else { return }
+        for var r in records where r.state == "running" {
+            if let pid = r.pid, Self.isVMM(pid) {
+                watchForeign(name: r.name, pid: pid)
+            } else {
+                r.state = "stopped"
+                r.message = "ended while passaged was not running (exit status unknown)"
+                r.endedAt = ClaimService.now()
+                try? store.putVM(r)
+            }
+        }
+    }
+
+    static func isVMM(_ pid: Int32) -> Bool {
+        guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
+        return cmd.split(separator: "\0").first.map { $0.hasSuffix("passage-vmm") } ?? false
+    }
+
+    private func watchForeign(name: String, pid: Int32) {
+        Thread.detachNewThread { [self] in
+            while kill(pid, 0) == 0 && Self.isVMM(pid) { usleep(500_000) }
+            self.ended(name: name, status: nil, message: "ended (passaged had restarted; exit status unknown)")
+        }
+    }
+
+    public func start(_ r: VMStartRequest) throws -> VMInfo {
+        guard Self.validName(r.name) else { throw APIError.badRequest("VM name \(r.name): 1 to 63 of a-z, 0-9, '-', '_', '.'") }
+        guard FileManager.default.isReadableFile(atPath: r.kernel) else {
+            throw APIError(400, "kernel-not-found", "no readable kernel image at \(r.kernel) (passaged opens it as root, on the host)")
+        }
+        if let i = r.initramfs, !FileManager.default.isReadableFile(atPath: i) {
+            throw APIError(400, "initramfs-not-found", "no readable initramfs at \(i)")
+        }
+        if let v = r.vcpus, !(1...32).contains(v) { throw APIError.badRequest("vcpus \(v): 1 to 32") }
+        if let id = r.claim {
+            guard let c = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
+            guard c.state == .active else { throw APIError(409, "claim-not-active", "claim \(id) is \(c.state.rawValue); a VM needs an active claim") }
+            throw APIError(501, "passthrough-not-implemented",
+                           "passage-vmm cannot hand devices to a guest yet (claim \(id): \(c.devices.map(\.address).joined(separator: ", "))); start the VM without --claim")
+        }
+        guard FileManager.default.isExecutableFile(atPath: vmmPath) else {
+            throw APIError(500, "vmm-missing", "passage-vmm not found at \(vmmPath); install it next to passaged or give passaged --vmm PATH")
+        }
+        let existing = try store.vms().first { $0.name == r.name }
+        if let e = existing, e.state == "running" {
+            throw APIError(409, "vm-running", "VM \(r.name) is running (pid \(e.pid.map(String.init) ?? "?")); stop it first (passage vm stop \(r.name))")
+        }
+        let dir = "\(directory)/\(r.name)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        let console = consolePath(r.name)
+        _ = FileManager.default.createFile(atPath: console, contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/vmm.log", contents: nil)
+        var args = ["--kernel", r.kernel, "--console", "file:" + console]
+        if let i = r.initramfs { args += ["--initrd", i] }
+        if let c = r.cmdline { args += ["--cmdline", c] }
+        if let m = r.memory { args += ["--memory", m] }
+        if let v = r.vcpus { args += ["--vcpus", String(v)] }
+        let name = r.name
+        // posix_spawn and a thread blocked in waitpid for this one pid: the exit is seen whatever
+        // else in the process handles SIGCHLD.
+        let logFD = open(dir + "/vmm.log", O_WRONLY | O_APPEND | O_CLOEXEC)
+        let nullFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(logFD); close(nullFD) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, nullFD, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A clean signal mask and default handlers in the child (the daemon blocks or traps some).
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([vmmPath] + args).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, vmmPath, &actions, &attributes, argv, environ)
+        guard rc == 0 else { throw APIError(500, "vmm-start-failed", "starting \(vmmPath) failed: \(String(cString: strerror(rc)))") }
+        let pid = child
+        Thread.detachNewThread { [weak self] in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            let signaled = (status & 0x7f) != 0 && (status & 0x7f) != 0x7f
+            if signaled {
+                self?.ended(name: name, status: 128 + (status & 0x7f), message: "passage-vmm was killed by signal \(status & 0x7f)")
+            } else {
+                self?.ended(name: name, status: (status >> 8) & 0xff, message: nil)
+            }
+        }
+        let config = String(decoding: try StreamingJSONEncoder(pretty: false).encode(r), as: UTF8.self)
+        let record = Store.VMRecord(name: name, config: config, claimID: r.claim, state: "running", pid: pid,
+                                    exitStatus: nil, message: nil, startedAt: ClaimService.now(), endedAt: nil)
+        try store.putVM(record)
+        events.publish("vm-started", message: "VM \(name): passage-vmm pid \(pid), kernel \(r.kernel)")
+        return info(record)
+    }
+
+    /// The VMM ended (`status` nil when it was not our child).
+    private func ended(name: String, status: Int32?, message: String?) {
+        guard var r = (try? store.vms())?.first(where: { $0.name == name }), r.state == "running" else { return }
+        r.exitStatus = status
+        r.endedAt = ClaimService.now()
+        let last = Self.lastLine(directory + "/\(name)/vmm.log")
+        switch status {
+        case 0?: r.state = "stopped"; r.message = message ?? last ?? "the guest powered off or reset"
+        case 130?: r.state = "stopped"; r.message = message ?? "stopped"
+        case let s? where s > 128 && message != nil: r.state = "stopped"; r.message = message
+        case 3?: r.state = "crashed"; r.message = last ?? "the guest crashed"
+        case nil: r.state = "stopped"; r.message = message
+        default: r.state = "failed"; r.message = last ?? "passage-vmm exited with status \(status!)"
+        }
+        try? store.putVM(r)
+        events.publish(r.state == "stopped" ? "vm-stopped" : "vm-\(r.state)",
+                       message: "VM \(name) \(r.state)" + (status.map { " (exit status \($0))" } ?? "") + (r.message.map { ": \($0)" } ?? "")
+                           + (r.claimID.map { "; claim \($0) stays until released" } ?? ""))
+    }
+
+    static func lastLine(_ path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").last.map(String.init)
+    }
+
+    /// SIGTERM to the VMM (it stops the vCPUs and exits 130), SIGKILL after `grace` seconds.
+    public func stop(_ name: String, grace: Double = 10) async throws -> VMInfo {
+        guard let r = try store.vms().first(where: { $0.name == name }) else { throw APIError.notFound("no VM \(name); GET /v1/vms lists them") }
+        guard r.state == "running", let pid = r.pid else { return info(r) }
+        kill(pid, SIGTERM)
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline {
+            if let now = try store.vms().first(where: { $0.name == name }), now.state != "running" { return info(now) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        kill(pid, SIGKILL)
+        let killDeadline = Date().addingTimeInterval(5)
+        while Date() < killDeadline {
+            if let now = try store.vms().first(where: { $0.name == name }), now.state != "running" { return info(now) }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return info(try store.vms().first { $0.name == name } ?? r)
+    }
+
+    public func list() throws -> [VMInfo] { try store.vms().map(info) }
+
+    public func get(_ name: String) throws -> VMInfo {
+        guard let r = try store.vms().first(where: { $0.name == name }) else { throw APIError.notFound("no VM \(name); GET /v1/vms lists them") }
+        return info(r)
+    }
+
+    /// The console's last `limit` bytes.
+    public func console(_ name: String, limit: Int = 64 << 10) throws -> [UInt8] {
+        _ = try get(name)
+        guard let h = FileHandle(forReadingAtPath: consolePath(name)) else { return [] }
+        defer { try? h.close() }
+        let end = (try? h.seekToEnd()) ?? 0
+        try? h.seek(toOffset: end > UInt64(limit) ? end - UInt64(limit) : 0)
+        return Array((try? h.readToEnd()) ?? Data())
+    }
+
+    func info(_ r: Store.VMRecord) -> VMInfo {
+        func time(_ ms: Int64) -> String { rfc3339(Date(timeIntervalSince1970: Double(ms) / 1000)) }
+        let config = (try? JSONDecoder().decode(VMStartRequest.self, from: Data(r.config.utf8))) ?? VMStartRequest(name: r.name, kernel: "?")
+        return VMInfo(name: r.name, state: r.state, pid: r.pid, exitStatus: r.exitStatus, message: r.message, claim: r.claimID, config: config,
+                      startedAt: time(r.startedAt), endedAt: r.endedAt.map(time), console: consolePath(r.name))
+    }
+}

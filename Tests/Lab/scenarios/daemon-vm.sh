@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# lab-topology: minimal
+# lab-timeout: 300
+#
+# VMs through the daemon (issue: passthrough, part: the daemon launches passage-vmm): on L1's
+# nested KVM, `passage vm start` has passaged run passage-vmm as its child with the Debian kernel
+# and the busybox initramfs; `vm list` follows it until the guest reboots (stopped, exit 0) and
+# `vm console` shows the guest's marker; a second VM is stopped while it boots (exit 130); a
+# third outlives a SIGKILL of passaged and is found again after the restart. (A VM with a claim
+# is refused with a clear 501 until passthrough exists: a unit test, since this topology's only
+# assignable device carries L1's root file system.)
+set -uo pipefail
+. "$LAB_DIR/guest/lib.sh"
+
+bin=$PASSAGE_BIN
+vmm=${PASSAGE_VMM:-$bin/passage-vmm}
+[[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
+grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
+modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_check "/dev/kvm exists in L1" test -c /dev/kvm
+initrd=/tmp/vmm-initramfs.cpio
+lab_vmm_initramfs $initrd || lab_fatal "building the guest initramfs failed"
+sock=/run/passage/passage.sock state=/tmp/passage-state
+export PASSAGE_SOCKET=$sock
+start_daemon() { lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID; }
+start_daemon || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+cmdline="console=ttyS0 reboot=k panic=-1 quiet pci=noearly"
+vm_state() { "$bin/passage" vm list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | "\(.state) \(.exitStatus // "-")"'; }
+vm_state_is() { [[ $(vm_state "$1") == "$2" ]]; }
+
+lab_check "passage vm start g1" "$bin/passage" vm start g1 --kernel "$LAB_KERNEL" --initrd $initrd --memory 256M --cmdline "$cmdline"
+lab_eq "g1 is running" "running -" "$(vm_state g1)"
+lab_check "the guest reboots at the end of its init: g1 stopped, exit 0" lab_wait_for 120 vm_state_is g1 "stopped 0"
+lab_check "passage vm console g1 shows the guest's marker" sh -c "'$bin/passage' vm console g1 | grep -a -q VMM-MARKER"
+"$bin/passage" vm console g1 | tr -d '\r' | grep -a '^VMM-' | sed 's/^/# g1| /'
+
+lab_check "passage vm start g2" "$bin/passage" vm start g2 --kernel "$LAB_KERNEL" --initrd $initrd --memory 256M --cmdline "$cmdline"
+sleep 2
+t0=$(cut -d' ' -f1 /proc/uptime)
+out=$("$bin/passage" vm stop g2); echo "# $out (after $(lab_since "$t0") s)"
+"$bin/passage" vm list | sed 's/^/# /'
+g2pid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "g2") | .pid')
+grep -E '^(State|SigBlk|SigIgn|SigCgt|Threads)' /proc/$g2pid/status 2>/dev/null | sed 's/^/# g2 status| /'
+sed 's/^/# g2 vmm.log| /' $state/vms/g2/vmm.log
+lab_eq "g2 stopped while booting: exit 130 (SIGTERM handled)" "stopped 130" "$(vm_state g2)"
+
+lab_check "passage vm start g3" "$bin/passage" vm start g3 --kernel "$LAB_KERNEL" --initrd $initrd --memory 256M --cmdline "$cmdline"
+vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "g3") | .pid')
+kill -9 $pid; wait $pid 2>/dev/null
+lab_check "g3's passage-vmm outlives passaged" kill -0 "$vmmpid"
+start_daemon || lab_fatal "passaged did not restart"
+lab_eq "after the restart g3 is still known as running" "running -" "$(vm_state g3)"
+lab_check "… and its end is noticed" lab_wait_for 120 sh -c "'$bin/passage' vm list --json | jq -e '.[] | select(.name == \"g3\" and .state == \"stopped\")' >/dev/null"
+
+kill -TERM $pid; wait $pid
+lab_eq "SIGTERM stops passaged cleanly" 0 "$?"
+lab_done
