@@ -80,7 +80,8 @@ let package = Package(
         // Boots one Linux guest: the standalone VMM (docs/vmm.md).
         .executableTarget(
             name: "passage-vmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            // Nothing but VMM/KVM, the Swift runtime and libc: no ArgumentParser, no Foundation.
+            dependencies: ["VMM"]
         ),
         .executableTarget(
             name: "daemon-bench",
