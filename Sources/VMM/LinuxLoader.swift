@@ -36,8 +36,12 @@ public struct LinuxLoader {
     /// Loads everything. `cpus` sizes the MP table.
     public static func load(kernel kernelPath: String, initramfs initrdPath: String?, commandLine: String,
                             cpus: Int, into memory: GuestMemory) throws(VMMError) -> Loaded {
+        // Only the real-mode setup (boot sector + setup header, 17-33 KiB) goes through a buffer of
+        // the VMM's, and only while the header is parsed; the protected-mode kernel and the
+        // initramfs are pread straight into guest memory, so no copy of them stays resident here.
         let file = try HostFile(kernelPath, what: "the kernel image", code: .badKernel)
-        let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.maximumSetupSize), fileSize: file.size, name: kernelPath)
+        let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.setupSize(ofFileStart: try file.prefix(0x400))),
+                                       fileSize: file.size, name: kernelPath)
 
         // The kernel at 1 MiB; it needs init_size bytes from there.
         let load = LinuxBootImage.loadAddress
