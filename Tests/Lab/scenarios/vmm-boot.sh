@@ -11,18 +11,21 @@
 #              faster QEMU (goal ≤ 0.5)
 #   LAB-TIMING vmm_memory_overhead_kib   passage-vmm RSS minus guest memory touched, 256 MiB,
 #              1 vCPU (goal ≤ 5120)
+# The binary: $PASSAGE_VMM if set (scripts/test.sh passes the release build, which is what the
+# benchmarks are about), else $PASSAGE_BIN/passage-vmm.
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
 runs=${LAB_ARG_VMM_BENCH_RUNS:-${PASSAGE_VMM_BENCH_RUNS:-3}}
-vmm=$PASSAGE_BIN/passage-vmm
+vmm=${PASSAGE_VMM:-$PASSAGE_BIN/passage-vmm}
 work=/tmp/vmm-lab
 mkdir -p "$work" "$LAB_OUT"
 
 grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM (need -cpu max under TCG)"
 modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
 lab_check "/dev/kvm exists in L1" test -c /dev/kvm
-[[ -x $vmm ]] || lab_fatal "$vmm not built (swift build --product passage-vmm)"
+[[ -x $vmm ]] || lab_fatal "$vmm not built (swift build -c release --product passage-vmm, then PASSAGE_VMM=.build/release/passage-vmm)"
+lab_log "passage-vmm: $vmm ($(du -k "$vmm" | cut -f1) KiB, $(file -b "$vmm" 2>/dev/null | cut -d, -f1-4 || echo '?'))"
 
 # The guest's initramfs: busybox and guest/vmm-init, built here (tmpfs), no modules.
 stage=$work/initramfs
@@ -105,12 +108,13 @@ bench() { # NAME CMD...
     local name=$1 i; shift
     for ((i = 1; i <= runs; i++)); do
         boot_run "$work/bench-$name.log" "$@"
+        [[ $name == passage ]] && grep -h 'passage-vmm: timing' "$work/bench-$name.log.err" | sed "s/^/run $i: /"
         if [[ -n $BOOT_MARKER_S ]]; then samples[$name]+="$BOOT_MARKER_S "; else
             lab_log "$name run $i: no marker (rc=$BOOT_RC)"; tail -n 5 "$work/bench-$name.log"; cat "$work/bench-$name.log.err" | head -5
         fi
     done
 }
-bench passage "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline"
+bench passage "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --stats
 qemu_common=(-enable-kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -no-reboot
     -serial stdio -kernel "$LAB_KERNEL" -initrd "$initrd" -append "$cmdline")
 bench qemu_microvm qemu-system-x86_64 -M microvm "${qemu_common[@]}"
