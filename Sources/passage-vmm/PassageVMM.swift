@@ -43,6 +43,10 @@ enum PassageVMM {
             exit(1)
         }
         if args.stats {
+            // first run → first console byte: for a bzImage, mostly its decompressor.
+            let t = machine.timeline
+            func ms(_ from: Int64?, _ to: Int64?) -> String { from.flatMap { f in to.map { "\(($0 - f) / 1_000_000)" } } ?? "?" }
+            printError("passage-vmm: timing first_run_to_console_ms=\(ms(t.startedAt, t.firstConsoleByteAt)) first_run_to_end_ms=\(ms(t.startedAt, MachineTimeline.now()))")
             let m = machine.memoryUsage()
             printError("passage-vmm: stats rss_kib=\(m.processResident / 1024) guest_resident_kib=\(m.guestResident / 1024) overhead_kib=\((m.processResident - m.guestResident) / 1024)")
         }
