@@ -19,12 +19,13 @@ public struct LinuxLoader {
         public let kernelEnd: UInt64
     }
 
-    /// The memory map Linux gets: base memory up to the MP table, the MP table reserved,
-    /// RAM from 1 MiB to the PCI hole, RAM above 4 GiB.
+    /// The memory map Linux gets: base memory up to the MP table, the MP table reserved, the
+    /// BIOS area with the ACPI tables reserved, RAM from 1 MiB to the PCI hole, RAM above 4 GiB.
     public static func e820(for memory: GuestMemory) -> [E820Entry] {
         var map = [
             E820Entry(address: 0, size: BootLayout.mpTable, type: .ram),
             E820Entry(address: BootLayout.mpTable, size: BootLayout.baseMemoryEnd - BootLayout.mpTable, type: .reserved),
+            E820Entry(address: ACPITables.base, size: ACPITables.areaSize, type: .reserved),
             E820Entry(address: 0x10_0000, size: memory.lowMemoryEnd - 0x10_0000, type: .ram),
         ]
         if memory.regions.count > 1 {
@@ -148,6 +149,9 @@ public struct LinuxLoader {
         }
 
         try memory.write(MPTable.build(cpus: cpus, at: BootLayout.mpTable), at: BootLayout.mpTable)
+        let acpi = ACPITables.build(cpus: cpus)
+        try memory.write(acpi.bytes, at: ACPITables.base)
+        try memory.store(acpi.rsdp, at: bp + 0x070)                                    // acpi_rsdp_addr (protocol 2.14+)
         return Loaded(entryPoint: entryPoint, bootParams: bp, initrdAddress: initrdAddress,
                       initrdSize: initrdSize, kernelEnd: kernelEnd)
     }

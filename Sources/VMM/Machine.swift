@@ -65,6 +65,8 @@ public final class Machine: @unchecked Sendable {
         io.register(serial, base: Serial8250.com1Base, count: 8)
         io.register(I8042(reset: { control.stop(.reset) }), base: I8042.basePort, count: I8042.portCount)
         io.register(PCIHostBridge(), base: PCIHostBridge.addressPort, count: 8)
+        io.register(ACPIPowerDevice(powerOff: { control.stop(.poweroff) }, reset: { control.stop(.reset) }),
+                    base: ACPITables.powerPort, count: 1)
 
         do {
             let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), tscDeadline: kvm.check(.tscDeadlineTimer) != 0)
