@@ -25,6 +25,13 @@ struct VMMMachineTests {
         #expect(big.pointer(0x1_0000_0000, count: 8) == big.mapping.pointer + 0xC000_0000)
         #expect(LinuxLoader.e820(for: big).last?.address == 0x1_0000_0000)
         #expect(throws: VMMError.self) { _ = try GuestMemory(size: 1 << 20) }
+        // Guest RAM starts on a 2 MiB boundary, so THP and KVM's 2 MiB mappings can back it.
+        for size in [32 << 20, (256 << 20) + 4096] {
+            let m = try GuestMemory(size: UInt64(size))
+            #expect(Int(bitPattern: m.mapping.pointer) % (2 << 20) == 0)
+            m.mapping.pointer.storeBytes(of: 1, toByteOffset: size - 1, as: UInt8.self) // the whole size is mapped
+        }
+        #expect(Int(bitPattern: try AnonymousMemory(size: 8192).pointer) % 4096 == 0)
     }
 
     @Test("MP table: checksums, pointer, one processor entry per vCPU with the BSP flagged")
