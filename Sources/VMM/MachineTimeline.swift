@@ -7,8 +7,9 @@ import Musl
 
 /// When the machine's milestones happened, on CLOCK_BOOTTIME (what passage-vmm --stats prints):
 /// the vCPU threads started (the first KVM_RUN), and the guest's first byte on the serial
-/// console (for a Linux guest, the kernel proper running: the bzImage's decompressor before it
-/// prints nothing on `console=ttyS0`). Nanoseconds, 0 until it happens; each set once.
+/// console (a bzImage's decompressor prints nothing on `console=ttyS0`, so this is the kernel
+/// proper's first console line — with `quiet`, possibly as late as its last one). Nanoseconds,
+/// 0 until it happens; each set once.
 public final class MachineTimeline: Sendable {
     private let started = Atomic<Int64>(0)
     private let firstConsoleByte = Atomic<Int64>(0)

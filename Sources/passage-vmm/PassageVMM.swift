@@ -43,7 +43,8 @@ enum PassageVMM {
             exit(1)
         }
         if args.stats {
-            // first run → first console byte: for a bzImage, mostly its decompressor.
+            // first run → first console byte: the decompressor (a bzImage's) and the kernel up to
+            // its first console line (with `quiet`, that may be the last).
             let t = machine.timeline
             func ms(_ from: Int64?, _ to: Int64?) -> String { from.flatMap { f in to.map { "\(($0 - f) / 1_000_000)" } } ?? "?" }
             printError("passage-vmm: timing first_run_to_console_ms=\(ms(t.startedAt, t.firstConsoleByteAt)) first_run_to_end_ms=\(ms(t.startedAt, MachineTimeline.now()))")
