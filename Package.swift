@@ -85,7 +85,15 @@ let package = Package(
         // Boots one Linux guest: the standalone VMM (docs/vmm.md).
         .executableTarget(
             name: "passage-vmm",
-            dependencies: ["VMM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            // Nothing but VMM/KVM, the Swift runtime and libc: no ArgumentParser, no Foundation.
+            dependencies: ["VMM"],
+            // One static executable (Swift runtime and glibc linked in): no ld.so, no Swift .so to
+            // find, map and relocate at every start (the lab loads it over 9p under TCG, where that
+            // cost seconds), fewer resident pages. The link warns that the runtime's optional
+            // prespecialization lookup uses dlopen; on Linux it only does when
+            // SWIFT_DEBUG_LIB_PRESPECIALIZED_PATH is set. (-static-stdlib alone keeps libc, libm,
+            // libstdc++ and libgcc_s dynamic.)
+            linkerSettings: [.unsafeFlags(["-static-executable"])]
         ),
         .executableTarget(
             name: "daemon-bench",

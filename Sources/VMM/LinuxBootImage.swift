@@ -42,6 +42,15 @@ public struct LinuxBootImage: Sendable {
     /// The most of a file's start `init(header:fileSize:name:)` needs: 255 setup sectors and the boot sector.
     public static let maximumSetupSize = 256 * 512
 
+    /// How many bytes of the file's start `init(header:fileSize:name:)` needs, from its first
+    /// sector (`setup_sects` at 0x1F1; 0 means 4): the boot sector and the setup code. The parser
+    /// checks the rest; for a file too short to say, `maximumSetupSize`.
+    public static func setupSize(ofFileStart bytes: [UInt8]) -> Int {
+        guard bytes.count > 0x1F1 else { return maximumSetupSize }
+        let sects = Int(bytes[0x1F1])
+        return ((sects == 0 ? 4 : sects) + 1) * 512
+    }
+
     /// Parses a whole bzImage held in memory.
     public init(_ bytes: [UInt8], name: String = "the kernel image") throws(VMMError) {
         try self.init(header: Array(bytes.prefix(Self.maximumSetupSize)), fileSize: bytes.count, name: name)

@@ -19,12 +19,13 @@ public struct LinuxLoader {
         public let kernelEnd: UInt64
     }
 
-    /// The memory map Linux gets: base memory up to the MP table, the MP table reserved,
-    /// RAM from 1 MiB to the PCI hole, RAM above 4 GiB.
+    /// The memory map Linux gets: base memory up to the MP table, the MP table reserved, the
+    /// BIOS area with the ACPI tables reserved, RAM from 1 MiB to the PCI hole, RAM above 4 GiB.
     public static func e820(for memory: GuestMemory) -> [E820Entry] {
         var map = [
             E820Entry(address: 0, size: BootLayout.mpTable, type: .ram),
             E820Entry(address: BootLayout.mpTable, size: BootLayout.baseMemoryEnd - BootLayout.mpTable, type: .reserved),
+            E820Entry(address: ACPITables.base, size: ACPITables.areaSize, type: .reserved),
             E820Entry(address: 0x10_0000, size: memory.lowMemoryEnd - 0x10_0000, type: .ram),
         ]
         if memory.regions.count > 1 {
@@ -36,23 +37,61 @@ public struct LinuxLoader {
     /// Loads everything. `cpus` sizes the MP table.
     public static func load(kernel kernelPath: String, initramfs initrdPath: String?, commandLine: String,
                             cpus: Int, into memory: GuestMemory) throws(VMMError) -> Loaded {
+        // Only the real-mode setup (boot sector + setup header, 17-33 KiB) or the ELF program
+        // headers go through a buffer of the VMM's, and only while they are parsed; the kernel's
+        // code and data and the initramfs are pread straight into guest memory, so no copy of
+        // them stays resident here.
         let file = try HostFile(kernelPath, what: "the kernel image", code: .badKernel)
-        let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.maximumSetupSize), fileSize: file.size, name: kernelPath)
-
-        // The kernel at 1 MiB; it needs init_size bytes from there.
-        let load = LinuxBootImage.loadAddress
-        let kernelEnd = load + UInt64(max(UInt64(image.initSize), UInt64(image.kernelSize)))
-        guard kernelEnd <= memory.lowMemoryEnd else {
-            throw VMMError(.notEnoughMemory, "\(kernelPath) needs \(image.initSize >> 20) MiB from its load address at 1 MiB (init_size), more than the \(memory.size >> 20) MiB of guest memory: give the guest more memory (--memory)")
+        let start = try file.prefix(0x400)
+        let entryPoint: UInt64, kernelEnd: UInt64, commandLineMax: Int, initrdAddressMax: UInt64
+        let setupHeader: (bytes: [UInt8], end: Int)?    // the bzImage's setup header, copied into the zero page
+        if LinuxELFImage.isELF(start) {
+            let elf = try LinuxELFImage(header: start, fileSize: file.size, name: kernelPath) { (offset, count) throws(VMMError) in
+                var b = [UInt8](repeating: 0, count: count)
+                var failure: VMMError?
+                b.withUnsafeMutableBytes { p in
+                    do throws(VMMError) { try file.read(into: p.baseAddress!, count: count, offset: offset) } catch { failure = error }
+                }
+                if let failure { throw failure }
+                return b
+            }
+            guard elf.end <= memory.lowMemoryEnd else {
+                throw VMMError(.notEnoughMemory, "\(kernelPath) needs guest memory up to \(elf.end >> 20) MiB for its segments, more than the \(memory.size >> 20) MiB of guest memory: give the guest more memory (--memory)")
+            }
+            // Fresh guest memory is zero, so the part of a segment past its file size (bss) is too.
+            for seg in elf.segments where seg.fileSize > 0 {
+                guard let dst = memory.pointer(seg.physicalAddress, count: seg.fileSize) else {
+                    throw VMMError(.notEnoughMemory, "\(kernelPath) does not fit in guest memory")
+                }
+                try file.read(into: dst, count: seg.fileSize, offset: seg.fileOffset)
+            }
+            entryPoint = elf.entryPoint
+            kernelEnd = elf.end
+            commandLineMax = 2047                                 // COMMAND_LINE_SIZE - 1 on x86
+            initrdAddressMax = 0x7FFF_FFFF                        // what every 64-bit bzImage says
+            setupHeader = nil
+        } else {
+            let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.setupSize(ofFileStart: start)),
+                                           fileSize: file.size, name: kernelPath)
+            // The kernel at 1 MiB; it needs init_size bytes from there.
+            let load = LinuxBootImage.loadAddress
+            kernelEnd = load + UInt64(max(UInt64(image.initSize), UInt64(image.kernelSize)))
+            guard kernelEnd <= memory.lowMemoryEnd else {
+                throw VMMError(.notEnoughMemory, "\(kernelPath) needs \(image.initSize >> 20) MiB from its load address at 1 MiB (init_size), more than the \(memory.size >> 20) MiB of guest memory: give the guest more memory (--memory)")
+            }
+            guard let kernelDst = memory.pointer(load, count: image.kernelSize) else {
+                throw VMMError(.notEnoughMemory, "\(kernelPath) does not fit in guest memory")
+            }
+            try file.read(into: kernelDst, count: image.kernelSize, offset: image.setupSize)
+            entryPoint = image.entryPoint64
+            commandLineMax = Int(image.commandLineMax)
+            initrdAddressMax = UInt64(image.initrdAddressMax)
+            setupHeader = (image.setup, image.headerEnd)
         }
-        guard let kernelDst = memory.pointer(load, count: image.kernelSize) else {
-            throw VMMError(.notEnoughMemory, "\(kernelPath) does not fit in guest memory")
-        }
-        try file.read(into: kernelDst, count: image.kernelSize, offset: image.setupSize)
 
         // The command line.
         let cmdline = Array(commandLine.utf8)
-        let cmdlineMax = min(Int(image.commandLineMax), Int(BootLayout.commandLineMax) - 1)
+        let cmdlineMax = min(commandLineMax, Int(BootLayout.commandLineMax) - 1)
         guard cmdline.count <= cmdlineMax else {
             throw VMMError(.badConfiguration, "the kernel command line is \(cmdline.count) bytes; \(kernelPath) accepts at most \(cmdlineMax)")
         }
@@ -64,11 +103,11 @@ public struct LinuxLoader {
         if let initrdPath {
             let initrd = try HostFile(initrdPath, what: "the initramfs", code: .badInitramfs)
             guard initrd.size > 0 else { throw VMMError(.badInitramfs, "the initramfs \(initrdPath) is empty") }
-            let top = min(memory.lowMemoryEnd, UInt64(image.initrdAddressMax) + 1)
+            let top = min(memory.lowMemoryEnd, initrdAddressMax + 1)
             let size = UInt64(initrd.size)
             guard size <= top, (top - size) & ~0xFFF >= kernelEnd else {
                 let need = (kernelEnd + size) >> 20 + 1
-                throw VMMError(.notEnoughMemory, "the kernel (\(image.initSize >> 20) MiB from 1 MiB) and the initramfs \(initrdPath) (\(size >> 20) MiB) need more than \(memory.size >> 20) MiB of guest memory: give the guest at least \(need) MiB (--memory)")
+                throw VMMError(.notEnoughMemory, "the kernel (up to \(kernelEnd >> 20) MiB) and the initramfs \(initrdPath) (\(size >> 20) MiB) need more than \(memory.size >> 20) MiB of guest memory: give the guest at least \(need) MiB (--memory)")
             }
             initrdAddress = (top - size) & ~0xFFF
             guard let dst = memory.pointer(initrdAddress, count: initrd.size) else {
@@ -82,10 +121,19 @@ public struct LinuxLoader {
         let bp = BootLayout.bootParams
         guard let zero = memory.pointer(bp, count: 4096) else { throw VMMError(.notEnoughMemory, "no room for boot_params") }
         zero.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
-        try memory.write(image.setup[0x1F1..<image.headerEnd], at: bp + 0x1F1)
+        if let setupHeader {
+            try memory.write(setupHeader.bytes[0x1F1..<setupHeader.end], at: bp + 0x1F1)
+            try memory.store(setupHeader.bytes[0x211] | 0x80, at: bp + 0x211)          // loadflags |= CAN_USE_HEAP
+            try memory.store(UInt16(0xFE00), at: bp + 0x224)                           // heap_end_ptr
+        } else {
+            // vmlinux: no header in the file; what the kernel proper reads, as Firecracker writes it.
+            try memory.store(UInt16(0xAA55), at: bp + 0x1FE)                           // boot_flag
+            try memory.store(UInt32(0x5372_6448), at: bp + 0x202)                      // header "HdrS"
+            try memory.store(UInt8(0x01), at: bp + 0x211)                              // loadflags: LOADED_HIGH
+            try memory.store(UInt32(0x100_0000), at: bp + 0x230)                       // kernel_alignment
+            try memory.store(UInt32(commandLineMax), at: bp + 0x238)                   // cmdline_size
+        }
         try memory.store(UInt8(0xFF), at: bp + 0x210)                                  // type_of_loader: undefined
-        try memory.store(image.setup[0x211] | 0x80, at: bp + 0x211)                    // loadflags |= CAN_USE_HEAP
-        try memory.store(UInt16(0xFE00), at: bp + 0x224)                               // heap_end_ptr
         try memory.store(UInt32(BootLayout.commandLine), at: bp + 0x228)               // cmd_line_ptr
         try memory.store(UInt32(truncatingIfNeeded: initrdAddress), at: bp + 0x218)    // ramdisk_image
         try memory.store(UInt32(truncatingIfNeeded: initrdSize), at: bp + 0x21C)       // ramdisk_size
@@ -101,7 +149,10 @@ public struct LinuxLoader {
         }
 
         try memory.write(MPTable.build(cpus: cpus, at: BootLayout.mpTable), at: BootLayout.mpTable)
-        return Loaded(entryPoint: image.entryPoint64, bootParams: bp, initrdAddress: initrdAddress,
+        let acpi = ACPITables.build(cpus: cpus)
+        try memory.write(acpi.bytes, at: ACPITables.base)
+        try memory.store(acpi.rsdp, at: bp + 0x070)                                    // acpi_rsdp_addr (protocol 2.14+)
+        return Loaded(entryPoint: entryPoint, bootParams: bp, initrdAddress: initrdAddress,
                       initrdSize: initrdSize, kernelEnd: kernelEnd)
     }
 }

@@ -20,6 +20,8 @@ public final class Machine: @unchecked Sendable {
     let serialIRQ: EventFD
     let ioDelay: EventFD
     let control = MachineControl()
+    /// When the vCPUs started and the guest first wrote to the console.
+    public let timeline = MachineTimeline()
     let vcpus: [KVMVirtualCPU]
 
     /// Builds the machine; nothing runs until `run()`.
@@ -58,11 +60,13 @@ public final class Machine: @unchecked Sendable {
             ioDelay = try EventFD()
             try vm.registerIOEventFD(ioDelay, space: .port, address: 0x80, length: 1)
         } catch { throw VMMError(error) }
-        let irq = serialIRQ, console = console, control = control
-        serial = Serial8250(output: { console.put($0) }, interrupt: { try? irq.signal() })
+        let irq = serialIRQ, console = console, control = control, timeline = timeline
+        serial = Serial8250(output: { timeline.markConsoleByte(); console.put($0) }, interrupt: { try? irq.signal() })
         io.register(serial, base: Serial8250.com1Base, count: 8)
         io.register(I8042(reset: { control.stop(.reset) }), base: I8042.basePort, count: I8042.portCount)
         io.register(PCIHostBridge(), base: PCIHostBridge.addressPort, count: 8)
+        io.register(ACPIPowerDevice(powerOff: { control.stop(.poweroff) }, reset: { control.stop(.reset) }),
+                    base: ACPITables.powerPort, count: 1)
 
         do {
             let template = CPUIDTemplate(supported: try kvm.supportedCPUID(), tscDeadline: kvm.check(.tscDeadlineTimer) != 0)
@@ -99,6 +103,7 @@ public final class Machine: @unchecked Sendable {
         control.threads = threads
         let terminal = ConsoleInput.start(config: config, serial: serial, io: io, control: control)
         defer { terminal?.restore() }
+        timeline.markStarted()
         for t in threads {
             do { try t.start() } catch {
                 control.stop(.crashed(error.message))

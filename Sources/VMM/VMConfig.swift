@@ -98,7 +98,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
         try c.encode(kernel, forKey: .kernel)
         try c.encodeIfPresent(initramfs, forKey: .initramfs)
         try c.encode(commandLine, forKey: .cmdline)
-        try c.encode("\(memory >> 20)M", forKey: .memory)
+        try c.encode(memory % (1 << 20) == 0 ? "\(memory >> 20)M" : "\(memory >> 10)K", forKey: .memory)
         try c.encode(vcpus, forKey: .vcpus)
         try c.encode(console, forKey: .console)
         try c.encode(hugePages, forKey: .hugePages)

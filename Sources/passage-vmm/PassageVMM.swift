@@ -1,113 +1,87 @@
-import ArgumentParser
-import FoundationEssentials
 import VMM
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
 #endif
 
 /// `passage-vmm`: boots one Linux guest directly (no firmware) and runs it until it powers off.
+/// Only the Swift runtime and libc: the command line is `VMMArguments`, the configuration file
+/// `StrictJSON` (docs/vmm.md).
 @main
-struct PassageVMM: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "passage-vmm",
-        abstract: "Boot a Linux guest on KVM (64-bit direct kernel entry, serial console).",
-        discussion: """
-        Exit status: 0 when the guest powers off or resets (guests use reboot=k), 3 when it crashes,
-        130 when stopped by SIGINT/SIGTERM or Ctrl-A x, 1 on a VMM error, 64 on a usage error.
-        See docs/vmm.md.
-        """
-    )
-
-    @Option(name: .long, help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages). Options given as well override it.")
-    var config: String?
-
-    @Option(name: .long, help: "The bzImage to boot (e.g. /boot/vmlinuz-VERSION).")
-    var kernel: String?
-
-    @Option(name: [.long, .customLong("initramfs")], help: "The initramfs.")
-    var initrd: String?
-
-    @Option(name: .long, help: "The kernel command line (default: \"\(VMConfig.defaultCommandLine)\").")
-    var cmdline: String?
-
-    @Option(name: .long, help: "Guest memory: 512M, 2G, … (default 512M).")
-    var memory: String?
-
-    @Option(name: .long, help: "Number of vCPUs (default 1).")
-    var vcpus: Int?
-
-    @Option(name: .long, help: "Serial console: stdout, file:PATH or none (default stdout).")
-    var console: String?
-
-    @Flag(name: .long, help: "Back guest memory with transparent huge pages.")
-    var hugePages = false
-
-    @Flag(name: .long, help: "Print the effective configuration as JSON and exit.")
-    var printConfig = false
-
-    @Flag(name: .long, help: "At exit, print the VMM's resident memory and the guest memory touched, to stderr.")
-    var stats = false
-
-    func effectiveConfig() throws -> VMConfig {
-        var c: VMConfig
-        if let path = config {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("cannot read the configuration file \(path)")
-            }
-            do { c = try JSONDecoder().decode(VMConfig.self, from: data) } catch let e as DecodingError {
-                throw ValidationError("configuration file \(path): \(Self.describe(e))")
-            }
-        } else {
-            guard let kernel else { throw ValidationError("give --kernel (or --config FILE)") }
-            c = VMConfig(kernel: kernel)
+enum PassageVMM {
+    static func main() {
+        let started = Clock.now()
+        let args: VMMArguments
+        do { args = try VMMArguments.parse(CommandLine.arguments.dropFirst()) } catch { usageError(error) }
+        if args.help {
+            print(VMMArguments.helpText, terminator: "")
+            exit(0)
         }
-        if let kernel { c.kernel = kernel }
-        if let initrd { c.initramfs = initrd }
-        if let cmdline { c.commandLine = cmdline }
-        if let memory { c.memory = try wrap { () throws(VMMError) in try VMConfig.parseMemory(memory) } }
-        if let vcpus { c.vcpus = vcpus }
-        if let console { c.console = try wrap { () throws(VMMError) in try VMConfig.ConsoleTarget(parsing: console) } }
-        if hugePages { c.hugePages = true }
-        return c
-    }
-
-    func wrap<T>(_ body: () throws(VMMError) -> T) throws -> T {
-        do { return try body() } catch { throw ValidationError(error.message) }
-    }
-
-    static func describe(_ e: DecodingError) -> String {
-        switch e {
-        case .keyNotFound(let k, _): return "missing key \"\(k.stringValue)\""
-        case .typeMismatch(_, let ctx), .valueNotFound(_, let ctx), .dataCorrupted(let ctx):
-            let path = ctx.codingPath.map(\.stringValue).joined(separator: ".")
-            return (path.isEmpty ? "" : "\"\(path)\": ") + ctx.debugDescription
-        @unknown default: return "\(e)"
+        let config: VMConfig
+        do { config = try args.effectiveConfig() } catch { usageError(error) }
+        if args.printConfig {
+            print(config.jsonText)
+            exit(0)
         }
-    }
 
-    func run() throws {
-        let c = try effectiveConfig()
-        if printConfig {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(c), as: UTF8.self))
-            return
-        }
-        let exit: MachineExit
         let machine: Machine
+        let end: MachineExit
         do {
-            machine = try Machine(config: c)
-            exit = try machine.run()
+            machine = try Machine(config: config)
+            if args.stats {
+                // exec → main is the dynamic loader and the runtime's start-up; main → run is KVM,
+                // guest memory, the kernel and initramfs read in, vCPUs set up.
+                let ready = Clock.now()
+                let exec = Clock.processStart()
+                let execText = exec.map { "\(Int((started - $0) * 1000))" } ?? "?"
+                printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))")
+            }
+            end = try machine.run()
         } catch {
             printError("passage-vmm: error: \(error.message)")
-            throw ExitCode(1)
+            exit(1)
         }
-        if stats {
+        if args.stats {
+            // first run → first console byte: the decompressor (a bzImage's) and the kernel up to
+            // its first console line (with `quiet`, that may be the last).
+            let t = machine.timeline
+            func ms(_ from: Int64?, _ to: Int64?) -> String { from.flatMap { f in to.map { "\(($0 - f) / 1_000_000)" } } ?? "?" }
+            printError("passage-vmm: timing first_run_to_console_ms=\(ms(t.startedAt, t.firstConsoleByteAt)) first_run_to_end_ms=\(ms(t.startedAt, MachineTimeline.now()))")
             let m = machine.memoryUsage()
             printError("passage-vmm: stats rss_kib=\(m.processResident / 1024) guest_resident_kib=\(m.guestResident / 1024) overhead_kib=\((m.processResident - m.guestResident) / 1024)")
         }
-        printError("passage-vmm: \(exit)")
-        if exit.exitStatus != 0 { throw ExitCode(exit.exitStatus) }
+        printError("passage-vmm: \(end)")
+        exit(end.exitStatus)
+    }
+
+    static func usageError(_ error: VMMArguments.UsageError) -> Never {
+        printError("passage-vmm: error: \(error.message)\n\(VMMArguments.usage)\nSee 'passage-vmm --help'.")
+        exit(64)
+    }
+}
+
+enum Clock {
+    /// CLOCK_BOOTTIME in seconds: the clock /proc/PID/stat's start time counts on.
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// When this process was started (exec'd), from field 22 of /proc/self/stat (clock ticks since boot).
+    static func processStart() -> Double? {
+        let fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 1024)
+        let n = read(fd, &buf, buf.count)
+        guard n > 0 else { return nil }
+        // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+        guard let paren = buf[0..<n].lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        let fields = buf[(paren + 2)..<n].split(separator: UInt8(ascii: " "))
+        guard fields.count > 19, let ticks = Int(String(decoding: fields[19], as: UTF8.self)) else { return nil }
+        return Double(ticks) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }
 

@@ -106,7 +106,7 @@ prepare_run() { # TOPOLOGY SCENARIO MODE
 }
 
 cmd_run() {
-    local topo='' scen='' timeout_s=${LAB_TIMEOUT:-300} verbose=${LAB_VERBOSE:-}
+    local topo='' scen='' timeout_s=${LAB_TIMEOUT:-} verbose=${LAB_VERBOSE:-}
     while (($#)); do
         case $1 in
             --timeout) timeout_s=$2; shift 2 ;;
@@ -118,6 +118,9 @@ cmd_run() {
     done
     [[ -n $topo && -n $scen ]] || usage
     [[ -f $LAB_DIR/scenarios/$scen.sh ]] || lab_die "unknown scenario '$scen' (have: $(lab_list scenarios))"
+    # Without --timeout or LAB_TIMEOUT: the scenario's '# lab-timeout:' header, as run-all.sh uses it, else 300.
+    [[ -n $timeout_s ]] || timeout_s=$(lab_header "$LAB_DIR/scenarios/$scen.sh" timeout)
+    timeout_s=${timeout_s:-300}
 
     local t0 t_qemu log rc result boot wall boot_wall
     t0=$(now)

@@ -10,8 +10,9 @@
 #
 #   run-all.sh [PATTERN...]   only runs whose TOPOLOGY/SCENARIO matches a shell pattern,
 #                             e.g. 'sriov-nvme/*' or '*/reference-chain'
-# Environment: PASSAGE_BIN (default <repo>/.build/debug), LAB_TAIL (log lines shown on
-# failure, default 80), LAB_VERBOSE=1 (stream consoles to the terminal).
+# Environment: PASSAGE_BIN (default <repo>/.build/debug), PASSAGE_VMM (the passage-vmm the
+# vmm-* scenarios run and benchmark; default $PASSAGE_BIN/passage-vmm), LAB_TAIL (log lines
+# shown on failure, default 80), LAB_VERBOSE=1 (stream consoles to the terminal).
 set -uo pipefail
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -70,7 +71,7 @@ if ! pre=$("$LAB_DIR/lab.sh" build 2>&1); then
     exit 1
 fi
 printf '%s\n' "$pre" | sed 's/^/lab: /'
-echo "lab: PASSAGE_BIN=${PASSAGE_BIN:-$LAB_REPO/.build/debug}"
+echo "lab: PASSAGE_BIN=${PASSAGE_BIN:-$LAB_REPO/.build/debug}${PASSAGE_VMM:+ PASSAGE_VMM=$PASSAGE_VMM}"
 
 for p in "${plan[@]}"; do
     if [[ $p == !* ]]; then fail "${p#!}" 0 "bad scenario file"; continue; fi

@@ -44,6 +44,13 @@ struct VMMBootImageTests {
         #expect(image.entryPoint64 == 0x10_0200)
         #expect(image.initSize > UInt32(image.kernelSize))
         #expect(image.setupSize == (Int(bytes[0x1F1]) + 1) * 512)
+        // The loader reads only the first sector, then exactly the setup, before the kernel goes
+        // straight into guest memory; parsing from that much gives the same image.
+        let setup = LinuxBootImage.setupSize(ofFileStart: Array(bytes.prefix(0x400)))
+        #expect(setup == image.setupSize)
+        let fromSetup = try LinuxBootImage(header: Array(bytes.prefix(setup)), fileSize: bytes.count, name: path)
+        #expect(fromSetup.setup == image.setup && fromSetup.kernelSize == image.kernelSize)
+        #expect(LinuxBootImage.setupSize(ofFileStart: [0, 1]) == LinuxBootImage.maximumSetupSize)
     }
 
     @Test("clear errors: not a bzImage, too short, old protocol, 32-bit only, zImage, truncated")

@@ -15,7 +15,7 @@ struct VMMMachineTests {
     func memoryLayout() throws {
         let small = try GuestMemory(size: 256 << 20)
         #expect(small.regions.count == 1)
-        #expect(LinuxLoader.e820(for: small).map(\.address) == [0, 0x9FC00, 0x10_0000])
+        #expect(LinuxLoader.e820(for: small).map(\.address) == [0, 0x9FC00, 0xE_0000, 0x10_0000])
         #expect(LinuxLoader.e820(for: small).last?.size == (256 << 20) - 0x10_0000)
         let big = try GuestMemory(size: 5 << 30)
         #expect(big.regions.map(\.guestAddress) == [0, 0x1_0000_0000])
@@ -25,6 +25,13 @@ struct VMMMachineTests {
         #expect(big.pointer(0x1_0000_0000, count: 8) == big.mapping.pointer + 0xC000_0000)
         #expect(LinuxLoader.e820(for: big).last?.address == 0x1_0000_0000)
         #expect(throws: VMMError.self) { _ = try GuestMemory(size: 1 << 20) }
+        // Guest RAM starts on a 2 MiB boundary, so THP and KVM's 2 MiB mappings can back it.
+        for size in [32 << 20, (256 << 20) + 4096] {
+            let m = try GuestMemory(size: UInt64(size))
+            #expect(Int(bitPattern: m.mapping.pointer) % (2 << 20) == 0)
+            m.mapping.pointer.storeBytes(of: 1, toByteOffset: size - 1, as: UInt8.self) // the whole size is mapped
+        }
+        #expect(Int(bitPattern: try AnonymousMemory(size: 8192).pointer) % 4096 == 0)
     }
 
     @Test("MP table: checksums, pointer, one processor entry per vCPU with the BSP flagged")
@@ -81,9 +88,12 @@ struct VMMMachineTests {
         #expect(rd == l.initrdAddress && rd % 4096 == 0 && rd + 10_000 <= 64 << 20 && rd + 10_000 > (64 << 20) - 4096)
         #expect(mem.load(UInt32.self, at: bp + 0x21C) == 10_000)
         #expect(mem.load(UInt8.self, at: rd) == 0x5A)
-        #expect(mem.load(UInt8.self, at: bp + 0x1E8) == 3)
+        #expect(mem.load(UInt8.self, at: bp + 0x1E8) == 4)
         #expect(mem.load(UInt32.self, at: bp + 0x2D0 + 20 + 16) == 2) // the MP table's range is reserved
         #expect(mem.load(UInt32.self, at: 0x9FC00) == 0x5F50_4D5F) // "_MP_"
+        #expect(mem.load(UInt32.self, at: bp + 0x2D0 + 40 + 16) == 2) // the ACPI tables' range too
+        #expect(mem.load(UInt64.self, at: bp + 0x070) == ACPITables.base) // acpi_rsdp_addr
+        #expect(mem.load(UInt64.self, at: ACPITables.base) == 0x2052_5450_2044_5352) // "RSD PTR "
     }
 
     @Test("loader errors: kernel too large for memory, missing initramfs, command line too long")

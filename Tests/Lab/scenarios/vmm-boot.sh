@@ -4,25 +4,32 @@
 #
 # passage-vmm boots the Debian kernel with a busybox initramfs (guest/vmm-init) on L1's nested
 # KVM, with 1 and 2 vCPUs: the guest must print its marker, see the CPUs and the memory asked
-# for, and end the VMM cleanly (reboot=k → i8042 reset → exit 0). Then the benchmarks of
+# for, and end the VMM cleanly (reboot=k → i8042 reset → exit 0); poweroff -f powers off through
+# ACPI (exit 0, "the guest powered off"); the vmlinux of the same kernel boots too. Then the benchmarks of
 # issue 7, with the same kernel, initramfs and command line:
 #   LAB-TIMING vmm_boot_… passage-vmm vs QEMU -M microvm and -M q35 -kernel: host seconds from
 #              start to the marker line, median of $VMM_BENCH_RUNS runs, and the ratio to the
 #              faster QEMU (goal ≤ 0.5)
 #   LAB-TIMING vmm_memory_overhead_kib   passage-vmm RSS minus guest memory touched, 256 MiB,
 #              1 vCPU (goal ≤ 5120)
+#   LAB-TIMING vmm_boot_vmlinux_…  the same, all three booting the uncompressed vmlinux of the same
+#              kernel (extracted here; QEMU through its PVH entry), which skips the bzImage's
+#              decompressor, seconds of the boot in this lab
+# The binary: $PASSAGE_VMM if set (scripts/test.sh passes the release build, which is what the
+# benchmarks are about), else $PASSAGE_BIN/passage-vmm.
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
 runs=${LAB_ARG_VMM_BENCH_RUNS:-${PASSAGE_VMM_BENCH_RUNS:-3}}
-vmm=$PASSAGE_BIN/passage-vmm
+vmm=${PASSAGE_VMM:-$PASSAGE_BIN/passage-vmm}
 work=/tmp/vmm-lab
 mkdir -p "$work" "$LAB_OUT"
 
 grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM (need -cpu max under TCG)"
 modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
 lab_check "/dev/kvm exists in L1" test -c /dev/kvm
-[[ -x $vmm ]] || lab_fatal "$vmm not built (swift build --product passage-vmm)"
+[[ -x $vmm ]] || lab_fatal "$vmm not built (swift build -c release --product passage-vmm, then PASSAGE_VMM=.build/release/passage-vmm)"
+lab_log "passage-vmm: $vmm ($(du -k "$vmm" | cut -f1) KiB, $(file -b "$vmm" 2>/dev/null | cut -d, -f1-4 || echo '?'))"
 
 # The guest's initramfs: busybox and guest/vmm-init, built here (tmpfs), no modules.
 stage=$work/initramfs
@@ -88,6 +95,40 @@ for n in 1 2; do
     lab_timing "vmm_boot_check_vcpus=$n marker_seconds=${BOOT_MARKER_S:-?} total_seconds=$BOOT_TOTAL_S guest_uptime=$(field "$log" VMM-MARKER)"
 done
 
+# ---- ACPI: poweroff -f in the guest powers the machine off (S5 through the FADT's sleep register)
+log=$LAB_OUT/vmm-boot-poweroff.log
+boot_run "$log" "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline vmm.end=poweroff"
+tr -d '\r' <"$log" | sed "s/^/L2[poweroff]| /" | tail -n 12
+sed "s/^/L2[poweroff] stderr| /" "$log.err"
+lab_eq "[poweroff] passage-vmm exits 0 when the guest runs poweroff -f" 0 "$BOOT_RC"
+lab_check "[poweroff] passage-vmm says the guest powered off" grep -q 'the guest powered off' "$log.err"
+lab_check "[poweroff] the guest found the RSDP (no 'valid RSDP was not found')" bash -c "! grep -aq 'RSDP was not found' '$log'"
+
+# The vmlinux inside the bzImage: the xz payload at payload_offset (0x248) past the setup sectors.
+vmlinux=$work/vmlinux
+hdr() { od -An -t u"$2" -j "$1" -N "$2" "$LAB_KERNEL" | tr -d ' '; }
+setup_sects=$(hdr $((0x1F1)) 1); [[ $setup_sects == 0 ]] && setup_sects=4
+payload_at=$(( (setup_sects + 1) * 512 + $(hdr $((0x248)) 4) ))
+# (tail dies of SIGPIPE when head has its bytes, so only xz's status counts, and the ELF magic.)
+tail -c +$((payload_at + 1)) "$LAB_KERNEL" | head -c "$(hdr $((0x24C)) 4)" | xz -dc --single-stream >"$vmlinux" 2>"$work/xz.err"
+xz_rc=${PIPESTATUS[2]}
+if [[ $xz_rc != 0 || $(head -c 4 "$vmlinux" | od -An -tx1 | tr -d ' ') != 7f454c46 ]]; then
+    lab_log "extracting vmlinux failed (xz rc=$xz_rc): $(head -c 300 "$work/xz.err")"; rm -f "$vmlinux"
+fi
+if [[ -s $vmlinux ]]; then
+    log=$LAB_OUT/vmm-boot-vmlinux.log
+    boot_run "$log" "$vmm" --kernel "$vmlinux" --initrd "$initrd" --memory 256M --vcpus 2 --cmdline "$cmdline"
+    tr -d '\r' <"$log" | sed "s/^/L2[vmlinux]| /" | tail -n 20
+    sed "s/^/L2[vmlinux] stderr| /" "$log.err"
+    lab_eq "[vmlinux] passage-vmm boots the uncompressed kernel and exits 0" 0 "$BOOT_RC"
+    lab_check "[vmlinux] the guest printed its marker" grep -aq VMM-MARKER "$log"
+    lab_eq "[vmlinux] the guest sees 2 CPUs" 2 "$(field "$log" VMM-CPUS)"
+    lab_eq "[vmlinux] RAM ends at 256 MiB (/proc/iomem)" 0fffffff "$(field "$log" VMM-RAMTOP)"
+    lab_timing "vmm_boot_check_vmlinux marker_seconds=${BOOT_MARKER_S:-?} total_seconds=$BOOT_TOTAL_S guest_uptime=$(field "$log" VMM-MARKER)"
+else
+    lab_check "the vmlinux was extracted from $LAB_KERNEL" false
+fi
+
 # ---- errors the user sees ---------------------------------------------------------------------
 out=$("$vmm" --kernel "$initrd" --initrd "$initrd" 2>&1); rc=$?
 lab_eq "an initramfs given as the kernel is refused (exit 1)" 1 "$rc"
@@ -105,25 +146,46 @@ bench() { # NAME CMD...
     local name=$1 i; shift
     for ((i = 1; i <= runs; i++)); do
         boot_run "$work/bench-$name.log" "$@"
+        [[ $name == passage* ]] && grep -h 'passage-vmm: timing' "$work/bench-$name.log.err" | sed "s/^/run $i: /"
+        lab_log "$name run $i: marker ${BOOT_MARKER_S:-?} s, guest $(field "$work/bench-$name.log" VMM-MARKER)"
         if [[ -n $BOOT_MARKER_S ]]; then samples[$name]+="$BOOT_MARKER_S "; else
             lab_log "$name run $i: no marker (rc=$BOOT_RC)"; tail -n 5 "$work/bench-$name.log"; cat "$work/bench-$name.log.err" | head -5
         fi
     done
 }
-bench passage "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline"
-qemu_common=(-enable-kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -no-reboot
-    -serial stdio -kernel "$LAB_KERNEL" -initrd "$initrd" -append "$cmdline")
+bench passage "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --stats
+qemu_common() { # KERNEL
+    qemu_common=(-enable-kvm -cpu host -m 256M -smp 1 -nodefaults -no-user-config -display none -no-reboot
+        -serial stdio -kernel "$1" -initrd "$initrd" -append "$cmdline")
+}
+qemu_common "$LAB_KERNEL"
 bench qemu_microvm qemu-system-x86_64 -M microvm "${qemu_common[@]}"
 bench qemu_q35 qemu-system-x86_64 -M q35 "${qemu_common[@]}"
-for name in passage qemu_microvm qemu_q35; do
-    med[${#med[@]}]=$(tr ' ' '\n' <<<"${samples[$name]:-}" | sed '/^$/d' | median)
-    lab_log "$name samples: ${samples[$name]:-none}"
-done
-p=${med[0]} mv=${med[1]} q35=${med[2]}
-faster=$(awk -v a="${mv:-0}" -v b="${q35:-0}" 'BEGIN { if (a == 0) print b; else if (b == 0 || a < b) print a; else print b }')
-ratio=$(awk -v p="${p:-0}" -v f="${faster:-0}" 'BEGIN { if (f > 0 && p > 0) printf "%.3f", p / f; else print "?" }')
-lab_timing "vmm_boot_marker_median_seconds passage=${p:-?} qemu_microvm=${mv:-?} qemu_q35=${q35:-?} runs=$runs ratio_to_faster_qemu=$ratio goal=0.5"
+if [[ -s $vmlinux ]]; then
+    bench passage_vmlinux "$vmm" --kernel "$vmlinux" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --stats
+    qemu_common "$vmlinux"
+    bench qemu_microvm_vmlinux qemu-system-x86_64 -M microvm "${qemu_common[@]}"
+    bench qemu_q35_vmlinux qemu-system-x86_64 -M q35 "${qemu_common[@]}"
+fi
+# report KIND PASSAGE MICROVM Q35: medians, and the ratio of passage-vmm to the faster QEMU.
+report() {
+    local kind=$1 name p mv q35 faster ratio
+    med=()
+    for name in "$2" "$3" "$4"; do
+        med[${#med[@]}]=$(tr ' ' '\n' <<<"${samples[$name]:-}" | sed '/^$/d' | median)
+        lab_log "$name samples: ${samples[$name]:-none}"
+    done
+    p=${med[0]} mv=${med[1]} q35=${med[2]}
+    faster=$(awk -v a="${mv:-0}" -v b="${q35:-0}" 'BEGIN { if (a == 0) print b; else if (b == 0 || a < b) print a; else print b }')
+    ratio=$(awk -v p="${p:-0}" -v f="${faster:-0}" 'BEGIN { if (f > 0 && p > 0) printf "%.3f", p / f; else print "?" }')
+    lab_timing "vmm_boot${kind}_marker_median_seconds passage=${p:-?} qemu_microvm=${mv:-?} qemu_q35=${q35:-?} runs=$runs ratio_to_faster_qemu=$ratio goal=0.5"
+}
+report "" passage qemu_microvm qemu_q35
 lab_check "passage-vmm reached the marker in every run" test "$(wc -w <<<"${samples[passage]:-}")" -eq "$runs"
+if [[ -s $vmlinux ]]; then
+    report _vmlinux passage_vmlinux qemu_microvm_vmlinux qemu_q35_vmlinux
+    lab_check "passage-vmm reached the marker in every vmlinux run" test "$(wc -w <<<"${samples[passage_vmlinux]:-}")" -eq "$runs"
+fi
 
 # ---- benchmark: memory overhead -------------------------------------------------------------------
 log=$work/mem.log
