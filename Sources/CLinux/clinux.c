@@ -84,12 +84,12 @@ const unsigned long passage_KVM_SET_LAPIC = KVM_SET_LAPIC;
 const unsigned long passage_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
 const unsigned long passage_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
 
-long passage_kvm_ioctl(int fd, unsigned long request, void *arg) {
+long passage_ioctl(int fd, unsigned long request, void *arg) {
     long r = ioctl(fd, request, arg);
     return r < 0 ? -errno : r;
 }
 
-long passage_kvm_ioctl_int(int fd, unsigned long request, unsigned long arg) {
+long passage_ioctl_int(int fd, unsigned long request, unsigned long arg) {
     long r = ioctl(fd, request, arg);
     return r < 0 ? -errno : r;
 }

@@ -33,15 +33,6 @@ _Static_assert(sizeof(struct vfio_info_cap_header) == 8, "vfio_info_cap_header")
 _Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "vfio_region_sparse_mmap_area");
 _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "vfio_region_info_cap_sparse_mmap");
 
-long passage_vfio_ioctl(int fd, unsigned long request, void *arg) {
-    long r = ioctl(fd, request, arg);
-    return r < 0 ? -errno : r;
-}
-
-long passage_vfio_ioctl_int(int fd, unsigned long request, unsigned long arg) {
-    long r = ioctl(fd, request, arg);
-    return r < 0 ? -errno : r;
-}
 
 int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
     size_t size = sizeof(struct vfio_irq_set) + (size_t)count * sizeof(int32_t);

@@ -7,7 +7,7 @@ import Testing
 
     /// The units with ExecStart pointing at the binary just built (verify wants it to exist).
     func stagedUnits() throws -> String {
-        let dir = NSTemporaryDirectory() + "passage-units-\(getpid())"
+        let dir = NSTemporaryDirectory() + "passage-units-\(getpid())-\(UUID().uuidString.prefix(8))"
         try? FileManager.default.removeItem(atPath: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let passaged = URL(fileURLWithPath: try passageBinary()).deletingLastPathComponent().appendingPathComponent("passaged").path

@@ -63,10 +63,11 @@ extern const unsigned long passage_KVM_SET_LAPIC;
 extern const unsigned long passage_KVM_GET_MP_STATE;
 extern const unsigned long passage_KVM_SET_MP_STATE;
 
-/* One ioctl; returns its result, or -errno when it fails (errno read at once). */
-long passage_kvm_ioctl(int fd, unsigned long request, void *arg);
-/* An ioctl whose argument is an integer (KVM_CREATE_VCPU, KVM_CHECK_EXTENSION, KVM_SET_TSS_ADDR). */
-long passage_kvm_ioctl_int(int fd, unsigned long request, unsigned long arg);
+/* ioctl(2) returning -errno on failure (else its result): one implementation for KVM and VFIO. */
+long passage_ioctl(int fd, unsigned long request, void *arg);
+long passage_ioctl_int(int fd, unsigned long request, unsigned long arg);
+static inline long passage_kvm_ioctl(int fd, unsigned long request, void *arg) { return passage_ioctl(fd, request, arg); }
+static inline long passage_kvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return passage_ioctl_int(fd, request, arg); }
 
 /* KVM_RUN, the hot path: returns 0, or -errno (-EINTR when kicked by a signal). */
 int passage_kvm_run(int fd);

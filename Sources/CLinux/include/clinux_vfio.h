@@ -22,9 +22,9 @@ extern const unsigned long passage_VFIO_DEVICE_RESET;
 extern const unsigned long passage_VFIO_IOMMU_MAP_DMA;
 extern const unsigned long passage_VFIO_IOMMU_UNMAP_DMA;
 
-/* ioctl(2) returning -errno on failure (else its result). */
-long passage_vfio_ioctl(int fd, unsigned long request, void *arg);
-long passage_vfio_ioctl_int(int fd, unsigned long request, unsigned long arg);
+/* ioctl(2) returning -errno on failure (else its result): passage_ioctl of clinux.h. */
+static inline long passage_vfio_ioctl(int fd, unsigned long request, void *arg) { return passage_ioctl(fd, request, arg); }
+static inline long passage_vfio_ioctl_int(int fd, unsigned long request, unsigned long arg) { return passage_ioctl_int(fd, request, arg); }
 
 /* VFIO_DEVICE_SET_IRQS with `count` eventfds (-1 detaches one) for `index` from `start`, action
    trigger; count 0 with DATA_NONE disables the index. Returns 0 or -errno. */

@@ -32,14 +32,8 @@ lab_check "/dev/kvm exists in L1" test -c /dev/kvm
 lab_log "passage-vmm: $vmm ($(du -k "$vmm" | cut -f1) KiB, $(file -b "$vmm" 2>/dev/null | cut -d, -f1-4 || echo '?'))"
 
 # The guest's initramfs: busybox and guest/vmm-init, built here (tmpfs), no modules.
-stage=$work/initramfs
-rm -rf "$stage"; mkdir -p "$stage"/{bin,proc,sys,dev}
-cp /bin/busybox "$stage/bin/busybox"
-ln -s busybox "$stage/bin/sh"
-cp "$LAB_DIR/guest/vmm-init" "$stage/init"
-chmod 755 "$stage/init"
 initrd=$work/vmm-initramfs.cpio
-(cd "$stage" && find . | cpio -o -H newc -R 0:0 --quiet) >"$initrd" || lab_fatal "building the initramfs failed"
+lab_vmm_initramfs "$initrd" || lab_fatal "building the initramfs failed"
 lab_log "initramfs $(du -k "$initrd" | cut -f1) KiB, kernel $LAB_KERNEL"
 
 # pci=noearly: TCG's -cpu max says AMD family 15, which has a GART, so Linux's early GART
