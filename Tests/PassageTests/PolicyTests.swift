@@ -202,6 +202,31 @@ import SysfsFixtures
         #expect(try driver(h, vf2) == "vfio-pci")
     }
 
+    /// A PF two rules match is governed by the first: the second is reported and never carried out.
+    @Test func aPFMatchedByTwoRulesFollowsTheFirst() async throws {
+        let h = try harness()
+        defer { h.cleanup() }
+        try await h.daemon.claims.reconcile()
+        let state = try policy(h, """
+            [[pf]]
+            name = "first"
+            match = { address = "0000:01:00.0" }
+            vfs = 3
+            vf_driver = "vfio-pci"
+            [[pf]]
+            name = "second"
+            match = { vendor = "8086", device = "1572" }
+            vfs = 1
+            """)
+        let p = try h.daemon.claims.reloadPolicy(state)
+        let steps = await h.daemon.claims.converge(p, state: state)
+        #expect(steps.map(\.action) == ["create-vfs", "skipped"], "\(steps)")
+        #expect(steps.last?.detail.contains("already governed by first") == true && steps.last?.outcome == nil)
+        #expect(try VFManager(root: h.fixture.root, writer: h.kernel).physicalFunction(DaemonHarness.a("01:00.0")).sriov.numVFs == 3)
+        let again = await h.daemon.claims.converge(p, state: state)
+        #expect(again.map(\.action) == ["ok", "skipped"], "\(again)")
+    }
+
     @Test func claimedVFsKeepTheirCountAndABadReloadKeepsTheOldPolicy() async throws {
         let h = try harness()
         defer { h.cleanup() }

@@ -26,26 +26,40 @@ public struct PolicyPlanner: Sendable {
     }
 
     public func plan(_ policy: Policy, snapshot: InventoryCache.Snapshot, holds: [Int: String], only: Set<PCIAddress>? = nil) -> [PolicyStepInfo] {
-        var steps: [PolicyStepInfo] = []
+        entries(policy, snapshot: snapshot, holds: holds, only: only).map(\.step)
+    }
+
+    /// One planned step with the rule and PF it is about; `runnable` when convergence should
+    /// carry it out (a PF is governed by the first rule that matches it; no PF, nothing to run).
+    struct Entry {
+        var rule: Policy.PFRule
+        var pf: PCIAddress?
+        var step: PolicyStepInfo
+        var runnable: Bool
+    }
+
+    func entries(_ policy: Policy, snapshot: InventoryCache.Snapshot, holds: [Int: String], only: Set<PCIAddress>? = nil) -> [Entry] {
+        var out: [Entry] = []
         var taken: [PCIAddress: String] = [:]
         for rule in policy.pfs {
             let pfs = snapshot.devices.filter { $0.sriov != nil && matches(rule.match, $0) }
             if pfs.isEmpty {
                 let nonSRIOV = snapshot.devices.first { $0.sriov == nil && matches(rule.match, $0) }
-                steps.append(PolicyStepInfo(pf: nil, rule: rule.label, action: "absent",
-                                            detail: nonSRIOV.map { "\($0.address) matches but has no SR-IOV capability" } ?? "no PF matches (yet)"))
+                out.append(Entry(rule: rule, pf: nil, step: PolicyStepInfo(pf: nil, rule: rule.label, action: "absent",
+                                 detail: nonSRIOV.map { "\($0.address) matches but has no SR-IOV capability" } ?? "no PF matches (yet)"), runnable: false))
                 continue
             }
             for pf in pfs where only?.contains(pf.address) ?? true {
                 if let other = taken[pf.address] {
-                    steps.append(PolicyStepInfo(pf: pf.address.description, rule: rule.label, action: "skipped", detail: "\(pf.address) is already governed by \(other)"))
+                    out.append(Entry(rule: rule, pf: pf.address, step: PolicyStepInfo(pf: pf.address.description, rule: rule.label, action: "skipped",
+                                     detail: "\(pf.address) is already governed by \(other)"), runnable: false))
                     continue
                 }
                 taken[pf.address] = rule.label
-                steps.append(step(rule, pf, snapshot: snapshot, holds: holds))
+                out.append(Entry(rule: rule, pf: pf.address, step: step(rule, pf, snapshot: snapshot, holds: holds), runnable: true))
             }
         }
-        return steps
+        return out
     }
 
     func step(_ rule: Policy.PFRule, _ pf: PCIDevice, snapshot: InventoryCache.Snapshot, holds: [Int: String]) -> PolicyStepInfo {
@@ -171,21 +185,19 @@ extension ClaimService {
     public func converge(_ p: Policy, state: PolicyState? = nil, only: Set<PCIAddress>? = nil) async -> [PolicyStepInfo] {
         guard ready else { return [] }
         let planner = PolicyPlanner(root: root)
-        let targets: [(String, PCIAddress?)]
+        let planned: [PolicyPlanner.Entry]
         do {
-            targets = try planner.plan(p, snapshot: try inventory.current(), holds: try store.groupHolds(), only: only)
-                .map { ($0.rule, try $0.pf.map { try PCIAddress(parsing: $0) }) }
+            planned = planner.entries(p, snapshot: try inventory.current(), holds: try store.groupHolds(), only: only)
         } catch {
             return [PolicyStepInfo(pf: nil, rule: "policy", action: "skipped", detail: "cannot read the host: \(error)", outcome: "failed")]
         }
         var results: [PolicyStepInfo] = []
-        for (ruleLabel, pf) in targets {
-            guard let pf, let rule = p.pfs.first(where: { $0.label == ruleLabel }) else {
-                if let step = try? planner.plan(p, snapshot: inventory.current(), holds: store.groupHolds()).first(where: { $0.rule == ruleLabel && $0.pf == nil }) {
-                    results.append(step)
-                }
+        for entry in planned {
+            guard entry.runnable, let pf = entry.pf else {
+                results.append(entry.step)
                 continue
             }
+            let rule = entry.rule
             let result: PolicyStepInfo
             do {
                 result = try await serialized { () throws -> PolicyStepInfo in
