@@ -60,8 +60,7 @@ extension ClaimService {
                 }
                 operations.finish(id, result: result, error: nil)
             } catch {
-                _ = try? inventory.refresh()
-                operations.finish(id, result: nil, error: APIError(error))
+                operations.finish(id, result: nil, error: APIError(error))  // createVFsNow refreshed the inventory
             }
         }
         return id
