@@ -88,6 +88,11 @@ struct DaemonClient {
         return try decode(try send(method, path, bytes))
     }
 
+    /// A text answer (a VM's console), with the same error mapping as the JSON calls.
+    func text(_ path: String) throws(CLIError) -> String {
+        try send("GET", path, nil).text
+    }
+
     func delete<T: Decodable>(_ path: String, as type: T.Type = T.self) throws(CLIError) -> T {
         try decode(try send("DELETE", path, nil))
     }

@@ -81,12 +81,7 @@ struct VMConsole: ParsableCommand {
 
     func run() throws {
         try reportingErrors(json: false) {
-            let r: UnixHTTPClient.Response
-            do throws(UnixHTTPClient.ClientError) { r = try UnixHTTPClient(socketPath: daemon.path).request("GET", "/v1/vms/\(name)/console") } catch {
-                throw DaemonClient.unreachable(daemon.path, error)
-            }
-            guard r.status == 200 else { throw CLIError(code: "not-found", message: "no VM \(name) (passage vm list)", exitCode: 66) }
-            writeStdout(r.text)
+            writeStdout(try daemon.client.text("/v1/vms/\(name)/console"))
         }
     }
 }
