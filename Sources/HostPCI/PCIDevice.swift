@@ -126,3 +126,11 @@ public struct VirtualFunctionLink: Sendable, Hashable {
     public var index: Int
     public var address: PCIAddress
 }
+
+extension PCIDevice {
+    /// Whether the class code starts with `prefix`, 2, 4 or 6 hex digits (`02` network, `0108`
+    /// NVMe, `010802`); the one class test of the CLI's filters, claim selectors and policy rules.
+    public func classCode(hasPrefix prefix: String) -> Bool {
+        hex(classCode, 6).hasPrefix(prefix.lowercased())
+    }
+}

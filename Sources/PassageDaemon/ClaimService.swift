@@ -196,11 +196,8 @@ public final class ClaimService: @unchecked Sendable {
             guard v.count == 4, let x = UInt16(v, radix: 16) else { throw APIError.badRequest("selector.deviceId \(v): expected 4 hex digits") }
             return x
         }
-        let classPrefix = try s.classCode.map { c -> (UInt32, Int) in
-            guard [2, 4, 6].contains(c.count), let x = UInt32(c, radix: 16) else {
-                throw APIError.badRequest("selector.classCode \(c): expected 2, 4 or 6 hex digits")
-            }
-            return (x, c.count)
+        if let c = s.classCode, !([2, 4, 6].contains(c.count) && UInt32(c, radix: 16) != nil) {
+            throw APIError.badRequest("selector.classCode \(c): expected 2, 4 or 6 hex digits")
         }
         let pf = try s.pf.map { t -> PCIAddress in
             do { return try PCIAddress(parsing: t) } catch { throw APIError(error) }
@@ -208,7 +205,7 @@ public final class ClaimService: @unchecked Sendable {
         return { d in
             !d.isBridge && d.iommuGroup != nil
                 && (vendor == nil || d.vendorID == vendor) && (device == nil || d.deviceID == device)
-                && (classPrefix == nil || d.classCode >> (4 * (6 - classPrefix!.1)) == classPrefix!.0)
+                && (s.classCode.map { d.classCode(hasPrefix: $0) } ?? true)
                 && (pf == nil || d.physfn == pf) && (s.numaNode == nil || d.numaNode == s.numaNode)
                 && (s.driver == nil || (s.driver == "none" ? d.driver == nil : d.driver == s.driver))
                 && (poolTest?(d) ?? true)

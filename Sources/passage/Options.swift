@@ -33,10 +33,10 @@ struct FilterOptions: ParsableArguments {
         var f = DeviceFilter()
         if let c = `class` {
             let digits = c.lowercased().hasPrefix("0x") ? String(c.dropFirst(2)) : c
-            guard [2, 4, 6].contains(digits.count), let value = UInt32(digits, radix: 16) else {
+            guard [2, 4, 6].contains(digits.count), UInt32(digits, radix: 16) != nil else {
                 throw CLIError.usage("--class \(c): expected 2, 4 or 6 hex digits (02 network, 0108 NVMe, 010802)")
             }
-            f.classPrefix = (value, digits.count)
+            f.classPrefix = digits
         }
         if let v = vendor {
             let parts = v.split(separator: ":", omittingEmptySubsequences: false)
@@ -59,14 +59,14 @@ struct FilterOptions: ParsableArguments {
 }
 
 struct DeviceFilter {
-    var classPrefix: (value: UInt32, digits: Int)?
+    var classPrefix: String?
     var vendorID: UInt16?
     var deviceID: UInt16?
     var driver: String?
     var sriovOnly = false
 
     func matches(_ d: PCIDevice) -> Bool {
-        if let (value, digits) = classPrefix, d.classCode >> (4 * (6 - digits)) != value { return false }
+        if let c = classPrefix, !d.classCode(hasPrefix: c) { return false }
         if let v = vendorID, d.vendorID != v { return false }
         if let v = deviceID, d.deviceID != v { return false }
         if let drv = driver {

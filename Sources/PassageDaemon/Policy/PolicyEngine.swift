@@ -15,7 +15,7 @@ public struct PolicyPlanner: Sendable {
         if let a = m.address, d.address != a { return false }
         if let v = m.vendorID, d.vendorID != v { return false }
         if let v = m.deviceID, d.deviceID != v { return false }
-        if let c = m.classPrefix, !hex(d.classCode, 6).hasPrefix(c) { return false }
+        if let c = m.classPrefix, !d.classCode(hasPrefix: c) { return false }
         if let drv = m.driver, d.driver != drv { return false }
         if let name = m.interface, !SysfsRoot.entries(root.devicePath(d.address) + "/net").contains(name) { return false }
         if let serial = m.nvmeSerial {
