@@ -30,7 +30,10 @@ res=($(head -n 1 $LAB_PCI/$vf/resource))   # (no process substitution: L1's /dev
 bar0=$(printf '0x%x' $((res[1] - res[0] + 1)))
 lab_eq "BAR 0's size = sysfs resource" "$bar0" "$(j '.regions[0].size')"
 lab_eq "the configuration region is 4 KiB (PCIe)" 0x1000 "$(j '.regions[7].size')"
-msix=$("$bin/passage" devices show $vf --json | jq -r '.capabilities.msix.tableSize')
+show=$("$bin/passage" devices show $vf --json)
+msix=$(jq -r '.capabilities.msix.tableSize' <<<"$show")
+# devices show reads one function (routing-ID arithmetic + one virtfn link for its VF index).
+lab_eq "devices show gives the VF's index and PF as sysfs links them" "0 $pf" "$(jq -r '"\(.vfIndex) \(.physfn)"' <<<"$show")"
 lab_eq "MSI-X vectors = the capability's table size" "$msix" "$(j '.irqs[2].count')"
 cap=$(j .bar0Dword0)
 lab_check "BAR 0 mmapped reads the NVMe CAP register ($cap)" test "$cap" != 0x0 -a "$cap" != 0xffffffff -a -n "$cap"
