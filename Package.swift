@@ -38,8 +38,8 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CLinux"]),
         // VFIO: container (type1v2), groups, devices: regions, interrupts, DMA mappings, reset.
         .target(name: "VFIO", dependencies: ["CLinux"]),
-        // The machine: guest memory, x86-64 Linux boot, serial, i8042, PCI host bridge, vCPU threads.
-        .target(name: "VMM", dependencies: ["KVM"]),
+        // The machine: guest memory, x86-64 Linux boot, serial, i8042, PCI host bridge, VFIO passthrough, vCPU threads.
+        .target(name: "VMM", dependencies: ["KVM", "VFIO"]),
         // Codable wire types shared by the CLI and (later) the daemon.
         .target(
             name: "PassageAPI",

@@ -25,7 +25,8 @@ public enum ACPITables {
     static let oemTableID = Array("PASSAGE ".utf8)
 
     /// The tables as they lie from `base`, and the addresses of each, for `cpus` vCPUs.
-    public static func build(cpus: Int, at base: UInt64 = ACPITables.base) -> (bytes: [UInt8], rsdp: UInt64, tables: [String: UInt64]) {
+    /// With `pciRoot`, the DSDT also describes the PCI host bridge (`PCI0`), so the guest scans bus 0.
+    public static func build(cpus: Int, pciRoot: Bool = false, at base: UInt64 = ACPITables.base) -> (bytes: [UInt8], rsdp: UInt64, tables: [String: UInt64]) {
         var out = [UInt8](repeating: 0, count: 36)       // RSDP first (filled in last), then 16-byte aligned tables
         var at: [String: UInt64] = [:]
         func place(_ name: String, _ table: [UInt8]) -> UInt64 {
@@ -35,7 +36,7 @@ public enum ACPITables {
             out += table
             return address
         }
-        let dsdt = place("DSDT", table("DSDT", revision: 2, body: dsdtAML()))
+        let dsdt = place("DSDT", table("DSDT", revision: 2, body: dsdtAML(pciRoot: pciRoot)))
         let fadt = place("FACP", table("FACP", revision: 6, body: fadtBody(dsdt: dsdt)))
         let madt = place("APIC", table("APIC", revision: 5, body: madtBody(cpus: cpus)))
         let xsdt = place("XSDT", table("XSDT", revision: 1, body: le64(fadt) + le64(madt)))
@@ -71,7 +72,23 @@ public enum ACPITables {
     /// COM1 has to be there: a hardware-reduced machine has no legacy PIC for Linux
     /// (`acpi_generic_reduced_hw_init`), so ISA IRQ 4 reaches the UART driver only through the
     /// IOAPIC pin ACPI registers from this `_CRS`.
-    static func dsdtAML() -> [UInt8] {
+    ///
+    /// With `pciRoot`, the scope also holds the PCI host bridge:
+    /// ```
+    /// Device (PCI0) {
+    ///     Name (_HID, EisaId ("PNP0A03"))  Name (_UID, Zero)  Name (_BBN, Zero)
+    ///     Name (_CRS, ResourceTemplate () {
+    ///         WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0, 0, 0, 0, 1)
+    ///         IO (Decode16, 0xCF8, 0xCF8, 1, 8)
+    ///         WordIO (…, 0x0000, 0x0CF7, …)  WordIO (…, 0x0D00, 0xFFFF, …)
+    ///         DWordMemory (…, 0xC0000000, 0xFEBFFFFF, …)   // the PCI hole up to the IOAPIC
+    ///     })
+    /// }
+    /// ```
+    /// Linux then enumerates bus 0 through configuration mechanism #1 and keeps the BARs the VMM
+    /// placed inside that window. (No MCFG: only the first 256 bytes of configuration space are
+    /// reachable, which hides every extended capability as well.)
+    static func dsdtAML(pciRoot: Bool = false) -> [UInt8] {
         let s5 = [0x08] + Array("_S5_".utf8) + [0x12, 0x05, 0x02, 0x0A, s5SleepType, 0x00]
         let hid: [UInt8] = [0x08] + Array("_HID".utf8) + [0x0C, 0x41, 0xD0, 0x05, 0x01]  // DWordConst EISA "PNP0501"
         let uid: [UInt8] = [0x08] + Array("_UID".utf8) + [0x01]                          // OneOp
@@ -82,9 +99,32 @@ public enum ACPITables {
         let crs = [0x08] + Array("_CRS".utf8) + buffer
         let deviceBody = Array("COM1".utf8) + hid + uid + crs
         let device = [0x5B, 0x82] + pkgLength(deviceBody.count) + deviceBody             // DeviceOp
-        let scopeBody = [0x5C] + Array("_SB_".utf8) + device
+        let scopeBody = [0x5C] + Array("_SB_".utf8) + device + (pciRoot ? pciRootAML() : [])
         let scope = [0x10] + pkgLength(scopeBody.count) + scopeBody                      // ScopeOp
         return s5 + scope
+    }
+
+    /// The `PCI0` device of `dsdtAML(pciRoot: true)`.
+    static func pciRootAML() -> [UInt8] {
+        func word(_ type: UInt8, typeFlags: UInt8, min: UInt16, max: UInt16) -> [UInt8] {
+            // Word address space descriptor: producer, min/max fixed, positive decode.
+            [0x88, 0x0D, 0x00, type, 0x0C, typeFlags] + le16(0) + le16(min) + le16(max) + le16(0) + le16(max &- min &+ 1)
+        }
+        let low = UInt32(truncatingIfNeeded: GuestMemory.pciHoleStart), high: UInt32 = UInt32(BootLayout.ioapic) - 1
+        let memory: [UInt8] = [0x87, 0x17, 0x00, 0x00, 0x0C, 0x01] + le32(0) + le32(low) + le32(high) + le32(0) + le32(high - low + 1)
+        let resources = word(2, typeFlags: 0, min: 0, max: 0)                           // bus 0
+            + [0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08]                         // IO 0xCF8, 8 ports
+            + word(1, typeFlags: 3, min: 0x0000, max: 0x0CF7)                           // I/O window below 0xCF8
+            + word(1, typeFlags: 3, min: 0x0D00, max: 0xFFFF)                           // and above
+            + memory                                                                     // 32-bit memory window
+            + [0x79, 0x00]
+        let buffer = [0x11] + pkgLength(3 + resources.count) + [0x0B] + le16(UInt16(resources.count)) + resources  // WordConst size
+        let hid: [UInt8] = [0x08] + Array("_HID".utf8) + [0x0C, 0x41, 0xD0, 0x0A, 0x03]  // EISA "PNP0A03"
+        let uid: [UInt8] = [0x08] + Array("_UID".utf8) + [0x00]                          // ZeroOp
+        let bbn: [UInt8] = [0x08] + Array("_BBN".utf8) + [0x00]
+        let crs = [0x08] + Array("_CRS".utf8) + buffer
+        let body = Array("PCI0".utf8) + hid + uid + bbn + crs
+        return [0x5B, 0x82] + pkgLength(body.count) + body
     }
 
     /// AML PkgLength for `count` bytes following it: the encoding counts its own bytes.

@@ -34,9 +34,9 @@ public struct LinuxLoader {
         return map
     }
 
-    /// Loads everything. `cpus` sizes the MP table.
+    /// Loads everything. `cpus` sizes the MP table; `pciRoot` puts the PCI host bridge in the DSDT.
     public static func load(kernel kernelPath: String, initramfs initrdPath: String?, commandLine: String,
-                            cpus: Int, into memory: GuestMemory) throws(VMMError) -> Loaded {
+                            cpus: Int, pciRoot: Bool = false, into memory: GuestMemory) throws(VMMError) -> Loaded {
         // Only the real-mode setup (boot sector + setup header, 17-33 KiB) or the ELF program
         // headers go through a buffer of the VMM's, and only while they are parsed; the kernel's
         // code and data and the initramfs are pread straight into guest memory, so no copy of
@@ -149,7 +149,7 @@ public struct LinuxLoader {
         }
 
         try memory.write(MPTable.build(cpus: cpus, at: BootLayout.mpTable), at: BootLayout.mpTable)
-        let acpi = ACPITables.build(cpus: cpus)
+        let acpi = ACPITables.build(cpus: cpus, pciRoot: pciRoot)
         try memory.write(acpi.bytes, at: ACPITables.base)
         try memory.store(acpi.rsdp, at: bp + 0x070)                                    // acpi_rsdp_addr (protocol 2.14+)
         return Loaded(entryPoint: entryPoint, bootParams: bp, initrdAddress: initrdAddress,

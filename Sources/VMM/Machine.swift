@@ -7,13 +7,20 @@ import Musl
 
 /// One x86-64 virtual machine booting Linux directly at its 64-bit entry point: KVM with the
 /// in-kernel irqchip and PIT, guest RAM, the kernel, initramfs and boot structures loaded, a
-/// COM1 UART, the i8042 (reset), a PCI host bridge, and one thread per vCPU.
+/// COM1 UART, the i8042 (reset), a PCI host bridge with the passed-through devices behind it,
+/// and one thread per vCPU.
 public final class Machine: @unchecked Sendable {
     public let config: VMConfig
     public let kvm: KVMSystem
     public let vm: KVMVirtualMachine
     public let memory: GuestMemory
-    public let io = IOBus()
+    /// Serializes every device access (I/O ports, trapped MMIO, PCI configuration).
+    let deviceLock = Lock()
+    public let io: IOBus
+    public let mmio: MMIOBus
+    let bridge = PCIHostBridge()
+    /// The devices passed through (VFIO), if any.
+    let passthrough: PassthroughSet?
     public let loaded: LinuxLoader.Loaded
     let console: Console
     let serial: Serial8250
@@ -28,6 +35,8 @@ public final class Machine: @unchecked Sendable {
     public init(config: VMConfig) throws(VMMError) {
         try config.validate()
         self.config = config
+        io = IOBus(lock: deviceLock)
+        mmio = MMIOBus(lock: deviceLock)
         do {
             kvm = try KVMSystem()
             try kvm.require(KVMCapability.forLinuxGuest)
@@ -45,7 +54,7 @@ public final class Machine: @unchecked Sendable {
         memory = try GuestMemory(size: config.memory, hugePages: config.hugePages)
         do { try memory.register(with: vm) } catch { throw VMMError(error) }
         loaded = try LinuxLoader.load(kernel: config.kernel, initramfs: config.initramfs, commandLine: config.commandLine,
-                                      cpus: config.vcpus, into: memory)
+                                      cpus: config.vcpus, pciRoot: !config.vfio.isEmpty, into: memory)
         try X86CPUSetup.writeBootTables(memory)
 
         switch config.console {
@@ -64,7 +73,15 @@ public final class Machine: @unchecked Sendable {
         serial = Serial8250(output: { timeline.markConsoleByte(); console.put($0) }, interrupt: { try? irq.signal() })
         io.register(serial, base: Serial8250.com1Base, count: 8)
         io.register(I8042(reset: { control.stop(.reset) }), base: I8042.basePort, count: I8042.portCount)
-        io.register(PCIHostBridge(), base: PCIHostBridge.addressPort, count: 8)
+        io.register(bridge, base: PCIHostBridge.addressPort, count: 8)
+        if config.vfio.isEmpty {
+            passthrough = nil
+        } else {
+            let slots = MemorySlots(limit: kvm.check(.memorySlots))
+            passthrough = try PassthroughSet(addresses: config.vfio, vm: vm, memory: memory, bridge: bridge, io: io, mmio: mmio,
+                                             routes: InterruptRoutes(vm: vm), slots: slots,
+                                             report: { Machine.warn($0) })
+        }
         io.register(ACPIPowerDevice(powerOff: { control.stop(.poweroff) }, reset: { control.stop(.reset) }),
                     base: ACPITables.powerPort, count: 1)
 
@@ -98,7 +115,7 @@ public final class Machine: @unchecked Sendable {
 
         let me = pthread_self()
         control.onStop = { pthread_kill(me, SIGUSR1) }
-        let exits = ExitHandler(io: io)
+        let exits = ExitHandler(io: io, mmio: mmio)
         let threads = vcpus.map { VCPUThread(vcpu: $0, machine: control, exits: exits) }
         control.threads = threads
         let terminal = ConsoleInput.start(config: config, serial: serial, io: io, control: control)
@@ -128,6 +145,12 @@ public final class Machine: @unchecked Sendable {
         while sigtimedwait(&notice, nil, &zero) == SIGUSR1 {}
         console.flush()
         return control.exit!
+    }
+
+    /// A warning on standard error (the VM goes on).
+    static func warn(_ message: String) {
+        let line = Array("passage-vmm: warning: \(message)\n".utf8)
+        _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
     /// Resident memory of this process and the part of it that is guest RAM the guest touched.

@@ -90,9 +90,11 @@ final class VCPUThread: @unchecked Sendable {
 /// The body of every vCPU thread's loop (public for the exit benchmark).
 public final class ExitHandler: @unchecked Sendable {
     let io: IOBus
+    let mmio: MMIOBus?
 
-    public init(io: IOBus) {
+    public init(io: IOBus, mmio: MMIOBus? = nil) {
         self.io = io
+        self.mmio = mmio
     }
 
     @inline(__always)
@@ -110,10 +112,10 @@ public final class ExitHandler: @unchecked Sendable {
             } else {
                 for i in 0..<count { io.read(port: port, data: UnsafeMutableRawBufferPointer(rebasing: data[(i * size)..<((i + 1) * size)])) }
             }
-        case .mmioRead(_, let data):
-            data.initializeMemory(as: UInt8.self, repeating: 0xFF) // nothing mapped: all ones
-        case .mmioWrite:
-            break
+        case let .mmioRead(address, data):
+            if let mmio { mmio.read(address: address, data: data) } else { data.initializeMemory(as: UInt8.self, repeating: 0xFF) }
+        case let .mmioWrite(address, data):
+            mmio?.write(address: address, data: data)
         case .halt:
             return nil
         case .shutdown:

@@ -2,7 +2,7 @@
 /// `--print-config` text. (`Codable` stays for the daemon; passage-vmm uses only this.)
 extension VMConfig {
     /// Every key a configuration file may hold (`initrd` is another name for `initramfs`).
-    public static let jsonKeys = ["kernel", "initramfs", "initrd", "cmdline", "memory", "vcpus", "console", "hugePages"]
+    public static let jsonKeys = ["kernel", "initramfs", "initrd", "cmdline", "memory", "vcpus", "console", "hugePages", "vfio"]
 
     /// The largest configuration file read (they are a few hundred bytes).
     public static let maximumConfigFileSize = 1 << 20
@@ -71,6 +71,14 @@ extension VMConfig {
             guard case .bool(let b) = v else { throw bad("key \"hugePages\" must be true or false, not \(v.kindDescription)") }
             hugePages = b
         }
+        if let v = value("vfio") {
+            guard case .array(let items) = v else { throw bad("key \"vfio\" must be an array of PCI addresses, not \(v.kindDescription)") }
+            vfio = []
+            for item in items {
+                guard case .string(let s) = item else { throw bad("key \"vfio\": every entry must be a PCI address string, not \(item.kindDescription)") }
+                vfio.append(s)
+            }
+        }
     }
 
     /// The configuration as the file would hold it, keys sorted, two-space indented: what
@@ -85,6 +93,7 @@ extension VMConfig {
         fields.append(("kernel", StrictJSON.quote(kernel)))
         fields.append(("memory", StrictJSON.quote(memory % (1 << 20) == 0 ? "\(memory >> 20)M" : "\(memory >> 10)K")))
         fields.append(("vcpus", "\(vcpus)"))
+        if !vfio.isEmpty { fields.append(("vfio", "[" + vfio.map { StrictJSON.quote($0) }.joined(separator: ", ") + "]")) }
         return "{\n" + fields.map { "  \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n}"
     }
 }

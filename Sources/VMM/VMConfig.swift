@@ -3,7 +3,8 @@
 /// JSON (every key but `kernel` optional):
 /// ```json
 /// {"kernel": "/boot/vmlinuz", "initramfs": "/boot/initrd.img", "cmdline": "console=ttyS0",
-///  "memory": "512M", "vcpus": 2, "console": "file:/tmp/console.log", "hugePages": false}
+///  "memory": "512M", "vcpus": 2, "console": "file:/tmp/console.log", "hugePages": false,
+///  "vfio": ["0000:01:00.1"]}
 /// ```
 public struct VMConfig: Sendable, Codable, Equatable {
     /// Where the serial console goes.
@@ -58,6 +59,8 @@ public struct VMConfig: Sendable, Codable, Equatable {
     public var console: ConsoleTarget
     /// Ask for transparent huge pages behind guest memory.
     public var hugePages: Bool
+    /// Host PCI functions (bound to vfio-pci) to pass through, as `DDDD:BB:DD.F`.
+    public var vfio: [String] = []
 
     public init(kernel: String, initramfs: String? = nil, commandLine: String = VMConfig.defaultCommandLine,
                 memory: UInt64 = VMConfig.defaultMemory, vcpus: Int = 1, console: ConsoleTarget = .stdout, hugePages: Bool = false) {
@@ -71,7 +74,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages
+        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio
     }
 
     public init(from decoder: any Decoder) throws {
@@ -91,6 +94,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
         vcpus = try c.decodeIfPresent(Int.self, forKey: .vcpus) ?? 1
         console = try c.decodeIfPresent(ConsoleTarget.self, forKey: .console) ?? .stdout
         hugePages = try c.decodeIfPresent(Bool.self, forKey: .hugePages) ?? false
+        vfio = try c.decodeIfPresent([String].self, forKey: .vfio) ?? []
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -102,6 +106,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
         try c.encode(vcpus, forKey: .vcpus)
         try c.encode(console, forKey: .console)
         try c.encode(hugePages, forKey: .hugePages)
+        if !vfio.isEmpty { try c.encode(vfio, forKey: .vfio) }
     }
 
     /// `512M`, `2G`, `262144K`, or a plain number of MiB.
@@ -130,5 +135,23 @@ public struct VMConfig: Sendable, Codable, Equatable {
         }
         guard memory % 4096 == 0 else { throw VMMError(.badConfiguration, "guest memory must be a multiple of 4 KiB") }
         guard memory <= 1 << 40 else { throw VMMError(.badConfiguration, "guest memory above 1 TiB is not supported") }
+        var seen: Set<String> = []
+        for address in vfio {
+            guard Self.isPCIAddress(address) else {
+                throw VMMError(.badConfiguration, "'\(address)' is not a PCI address: give the full DDDD:BB:DD.F form in lower-case hex, e.g. 0000:01:00.1")
+            }
+            guard seen.insert(address).inserted else { throw VMMError(.badConfiguration, "\(address) is given twice to pass through") }
+        }
+        guard vfio.count <= 31 else { throw VMMError(.badConfiguration, "at most 31 devices can be passed through (one PCI bus), not \(vfio.count)") }
+    }
+
+    /// `DDDD:BB:DD.F`: four, two, two hex digits (lower case), a device below 0x20, a function below 8.
+    public static func isPCIAddress(_ text: String) -> Bool {
+        let u = Array(text.utf8)
+        guard u.count == 12, u[4] == UInt8(ascii: ":"), u[7] == UInt8(ascii: ":"), u[10] == UInt8(ascii: ".") else { return false }
+        let hex = { (c: UInt8) in (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) }
+        guard [0, 1, 2, 3, 5, 6, 8, 9].allSatisfy({ hex(u[$0]) }), (0x30...0x37).contains(u[11]) else { return false }
+        let device = Int(String(decoding: u[8...9], as: UTF8.self), radix: 16) ?? 0xFF
+        return device < 0x20
     }
 }

@@ -1,6 +1,6 @@
 /// passage-vmm's command line, parsed by hand (no ArgumentParser, no Foundation: the VMM binary
 /// links nothing but the Swift runtime and libc). `--name value` and `--name=value`; the last of
-/// a repeated option wins; `-h`/`--help` anywhere asks for help.
+/// a repeated option wins (except --vfio, which adds); `-h`/`--help` anywhere asks for help.
 public struct VMMArguments: Sendable, Equatable {
     public var config: String?
     public var kernel: String?
@@ -11,6 +11,8 @@ public struct VMMArguments: Sendable, Equatable {
     public var vcpus: Int?
     public var console: VMConfig.ConsoleTarget?
     public var hugePages = false
+    /// `--vfio ADDR`, in order (repeatable).
+    public var vfio: [String] = []
     public var printConfig = false
     public var stats = false
     public var help = false
@@ -33,13 +35,14 @@ public struct VMMArguments: Sendable, Equatable {
 
     static let options: [Option] = [
         Option(names: ["--config"], value: "file",
-               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages). Options given as well override it."),
+               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages, vfio). Options given as well override it."),
         Option(names: ["--kernel"], value: "kernel", help: "The bzImage to boot (e.g. /boot/vmlinuz-VERSION)."),
         Option(names: ["--initrd", "--initramfs"], value: "initrd", help: "The initramfs."),
         Option(names: ["--cmdline"], value: "cmdline", help: "The kernel command line (default: \"\(VMConfig.defaultCommandLine)\")."),
         Option(names: ["--memory"], value: "memory", help: "Guest memory: 512M, 2G, 262144K; a plain number is MiB (default 512M)."),
         Option(names: ["--vcpus"], value: "vcpus", help: "Number of vCPUs, 1…\(MPTable.maximumCPUs) (default 1)."),
         Option(names: ["--console"], value: "console", help: "Serial console: stdout, file:PATH or none (default stdout)."),
+        Option(names: ["--vfio"], value: "address", help: "Pass through the host PCI function at this address (bound to vfio-pci, its whole IOMMU group viable); repeat for more. Added to the configuration file's list."),
         Option(names: ["--huge-pages"], value: nil, help: "Back guest memory with transparent huge pages."),
         Option(names: ["--print-config"], value: nil, help: "Print the effective configuration as JSON and exit."),
         Option(names: ["--stats"], value: nil, help: "Print startup timings and, at exit, the VMM's resident memory and the guest memory touched, to stderr."),
@@ -48,7 +51,8 @@ public struct VMMArguments: Sendable, Equatable {
 
     public static let usage = """
         Usage: passage-vmm --kernel BZIMAGE [--initrd FILE] [--cmdline TEXT] [--memory SIZE]
-                   [--vcpus N] [--console stdout|file:PATH|none] [--huge-pages] [--stats]
+                   [--vcpus N] [--console stdout|file:PATH|none] [--vfio DDDD:BB:DD.F]…
+                   [--huge-pages] [--stats]
                passage-vmm --config FILE [options] [--print-config]
         """
 
@@ -147,6 +151,11 @@ public struct VMMArguments: Sendable, Equatable {
             case "--vcpus":
                 guard let n = Int(value) else { throw UsageError("--vcpus: '\(value)' is not a whole number") }
                 result.vcpus = n
+            case "--vfio":
+                guard VMConfig.isPCIAddress(value) else {
+                    throw UsageError("--vfio: '\(value)' is not a PCI address: give the full DDDD:BB:DD.F form in lower-case hex, e.g. 0000:01:00.1")
+                }
+                result.vfio.append(value)
             case "--console":
                 do { result.console = try VMConfig.ConsoleTarget(parsing: value) } catch { throw UsageError("--console: \(error.message)") }
             default: break
@@ -194,6 +203,7 @@ public struct VMMArguments: Sendable, Equatable {
         if let vcpus { c.vcpus = vcpus }
         if let console { c.console = console }
         if hugePages { c.hugePages = true }
+        for a in vfio where !c.vfio.contains(a) { c.vfio.append(a) }
         return c
     }
 }

@@ -1,4 +1,5 @@
 import KVM
+import VFIO
 
 /// The one error type of the VMM: what failed, in words that name the thing and the fix.
 public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -15,6 +16,8 @@ public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
         case io
         /// The KVM layer failed (the message is KVM's).
         case kvm
+        /// A device to pass through could not be opened or set up (VFIO, IOMMU group, BARs).
+        case passthrough
     }
 
     public let code: Code
@@ -27,6 +30,11 @@ public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public init(_ error: KVMError) {
         self.code = .kvm
+        self.message = error.message
+    }
+
+    public init(_ error: VFIOError) {
+        self.code = .passthrough
         self.message = error.message
     }
 

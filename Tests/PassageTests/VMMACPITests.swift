@@ -108,4 +108,25 @@ struct VMMACPITests {
         #expect(exit == .poweroff)
         #expect(exit.exitStatus == 0 && exit.description == "the guest powered off")
     }
+
+    @Test("with passthrough devices the DSDT adds PCI0 (PNP0A03) with bus 0, the 0xCF8 ports, I/O and PCI-hole windows")
+    func pciRoot() {
+        let plain = ACPITables.build(cpus: 1), pci = ACPITables.build(cpus: 1, pciRoot: true)
+        let d0 = table(plain, at: plain.tables["DSDT"]!), d1 = table(pci, at: pci.tables["DSDT"]!)
+        #expect(d1.reduce(0, &+) == 0 && d1.count > d0.count)
+        let aml = ACPITables.pciRootAML()
+        #expect(Array(d1[(d1.count - aml.count)...]) == aml, "PCI0 closes the \\_SB_ scope")
+        #expect(Array(aml[0..<2]) == [0x5B, 0x82] && Array(aml[4..<8]) == Array("PCI0".utf8))
+        // DeviceOp PkgLength (2-byte form) covers the rest of the device exactly.
+        #expect(Int(aml[2] & 0x0F) | Int(aml[3]) << 4 == aml.count - 2)
+        let crs = aml.firstRange(of: Array("_CRS".utf8))!.upperBound
+        #expect(aml[crs] == 0x11 && aml[crs + 3] == 0x0B)                                 // Buffer, WordConst size
+        let n = Int(aml[crs + 4]) | Int(aml[crs + 5]) << 8
+        let r = Array(aml[(crs + 6)...])
+        #expect(r.count == n && Array(r.suffix(2)) == [0x79, 0x00])
+        #expect(Array(r[0..<4]) == [0x88, 0x0D, 0x00, 0x02])                              // bus numbers
+        #expect(Array(r[16..<24]) == [0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08])
+        let mem = Array(r[56..<82])
+        #expect(mem[0] == 0x87 && u32(mem, 10) == 0xC000_0000 && u32(mem, 14) == 0xFEBF_FFFF && u32(mem, 22) == 0x3EC0_0000)
+    }
 }

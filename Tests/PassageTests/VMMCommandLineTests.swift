@@ -74,6 +74,27 @@ struct VMMCommandLineTests {
         #expect(missing?.message == "cannot open the configuration file /nonexistent/vm.json: no such file")
     }
 
+    @Test("--vfio and \"vfio\": strict PCI addresses, repeatable, added to the file's list, checked for repeats")
+    func vfio() throws {
+        let a = try parse("--kernel", "/k", "--vfio", "0000:01:00.1", "--vfio=0000:01:00.2")
+        #expect(a.vfio == ["0000:01:00.1", "0000:01:00.2"])
+        for bad in ["01:00.1", "0000:01:00.8", "0000:01:20.0", "0000:01:00.1 ", "0000:0G:00.1", "0000:01:00:1", "0000:AB:00.1"] {
+            #expect(usageError("--vfio", bad)?.hasPrefix("--vfio: '\(bad)' is not a PCI address") == true, "\(bad)")
+        }
+        let path = try tempFile("cfg-vfio.json", Array(#"{"kernel": "/k", "vfio": ["0000:01:00.1"]}"#.utf8))
+        defer { unlink(path) }
+        let c = try parse("--config", path, "--vfio", "0000:02:00.0", "--vfio", "0000:01:00.1").effectiveConfig()
+        #expect(c.vfio == ["0000:01:00.1", "0000:02:00.0"])
+        #expect(try VMConfig(json: Array(c.jsonText.utf8), file: "f") == c)
+        #expect(c.jsonText.contains(#""vfio" : ["0000:01:00.1", "0000:02:00.0"]"#))
+        #expect(configError(#"{"kernel":"/k","vfio":"0000:01:00.1"}"#)?.contains(#"key "vfio" must be an array of PCI addresses, not a string"#) == true)
+        #expect(configError(#"{"kernel":"/k","vfio":[1]}"#)?.contains("every entry must be a PCI address string") == true)
+        var twice = VMConfig(kernel: "/k"); twice.vfio = ["0000:01:00.1", "0000:01:00.1"]
+        #expect(throws: VMMError(.badConfiguration, "0000:01:00.1 is given twice to pass through")) { try twice.validate() }
+        var malformed = VMConfig(kernel: "/k"); malformed.vfio = ["1:0.0"]
+        #expect((try? malformed.validate()) == nil)
+    }
+
     // MARK: JSON configuration
 
     @Test("config file: every key, defaults, initrd as another name, the printed form reads back")
@@ -110,7 +131,7 @@ struct VMMCommandLineTests {
 
     @Test("config file: unknown keys, wrong types, repeats and bad values are refused, naming file and key")
     func configRejects() {
-        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages)"#)
+        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio)"#)
         #expect(configError(#"{"kernel":"/k","HugePages":true}"#)?.contains(#"unknown key "HugePages""#) == true)
         #expect(configError(#"{"kernel":"/k","vcpus":"2"}"#) == #"configuration file vm.json: key "vcpus" must be a whole number, not a string"#)
         #expect(configError(#"{"kernel":"/k","vcpus":2.0}"#)?.contains(#"key "vcpus" must be a whole number, not a number (2.0)"#) == true)

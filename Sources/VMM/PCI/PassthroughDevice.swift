@@ -1,0 +1,348 @@
+import KVM
+import VFIO
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A host PCI function bound to vfio-pci, given to the guest: configuration space virtualized
+/// (`PassthroughConfigSpace`), BARs mmapped from the device and mapped into the guest as KVM
+/// memory slots (except the pages of the MSI-X table and PBA, which trap to `MSIXTable`), MSI-X
+/// vectors delivered device → VFIO eventfd → KVM irqfd → guest without a user-space hop.
+///
+/// Every method runs with the machine's device lock held (configuration accesses come from the
+/// I/O bus, BAR traps from the MMIO bus), so the state needs no lock of its own.
+public final class PassthroughDevice: PCIFunction, MMIODevice {
+    public let device: VFIODevice
+    private let configRegion: VFIODevice.Region
+    /// VFIO region of each implemented BAR.
+    private let regions: [Int: VFIODevice.Region]
+    /// mmapped areas of each BAR: (offset in the BAR, mapping).
+    private var mappings: [Int: [(offset: UInt64, map: VFIOMapping)]] = [:]
+    public let config: PassthroughConfigSpace
+    public let msix: MSIXTable?
+    private var vectors: [(event: EventFD, gsi: UInt32, irqfd: Bool)] = []
+    private var msixActive = false
+    /// KVM slots of each BAR now: (slot, guest address, size).
+    private var slots: [Int: [(slot: UInt32, guest: UInt64, size: UInt64)]] = [:]
+    private var ioWindows: [Int: IOBARWindow] = [:]
+    private let vm: KVMVirtualMachine
+    private let routes: InterruptRoutes
+    private let memorySlots: MemorySlots
+    private let mmio: MMIOBus
+    private let io: IOBus
+    /// Where problems the guest causes at run time are reported (they never stop the VM).
+    private let report: (String) -> Void
+    private var reported = Set<String>()
+
+    static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+
+    init(device: VFIODevice, vm: KVMVirtualMachine, routes: InterruptRoutes, memorySlots: MemorySlots,
+         mmio: MMIOBus, io: IOBus, report: @escaping (String) -> Void) throws(VMMError) {
+        self.device = device
+        self.vm = vm
+        self.routes = routes
+        self.memorySlots = memorySlots
+        self.mmio = mmio
+        self.io = io
+        self.report = report
+        guard device.info.isPCI else { throw VMMError(.passthrough, "\(device.address) is not a PCI device to VFIO") }
+        do {
+            configRegion = try device.region(VFIODevice.PCIRegion.config.rawValue)
+            var r: [Int: VFIODevice.Region] = [:]
+            for i in 0..<6 where UInt32(i) < device.info.regions {
+                let region = try device.region(UInt32(i))
+                if region.size > 0 { r[i] = region }
+            }
+            regions = r
+        } catch { throw VMMError(error) }
+        // The table size comes from the device's MSI-X capability, read before the emulation exists.
+        var table: MSIXTable?
+        let deviceConfig = DeviceConfig(device: device, region: configRegion)
+        let probe = PassthroughConfigSpace(backend: deviceConfig, bars: [])
+        if let layout = probe.msix {
+            guard regions[layout.tableBAR] != nil, regions[layout.pbaBAR] != nil else {
+                throw VMMError(.passthrough, "\(device.address): its MSI-X table or PBA lies in a BAR VFIO does not expose")
+            }
+            table = MSIXTable(count: layout.tableSize)
+        }
+        msix = table
+        let bars = PCIBARDescription.describe(config: deviceConfig, sizes: regions.mapValues(\.size))
+        config = PassthroughConfigSpace(backend: deviceConfig, bars: bars)
+        // mmap what VFIO lets us map, once; the guest's BAR moves only change the KVM slots.
+        for bar in bars where bar.kind != .io {
+            guard let region = regions[bar.index], region.mappable else { continue }
+            let areas: [(offset: UInt64, size: UInt64)] = region.sparseAreas.isEmpty ? [(UInt64(0), region.size)] : region.sparseAreas.map { ($0.offset, $0.size) }
+            var maps: [(UInt64, VFIOMapping)] = []
+            for a in areas where a.size > 0 && a.offset % Self.pageSize == 0 && a.size % Self.pageSize == 0 {
+                do throws(VFIOError) { maps.append((a.offset, try device.map(region, offset: a.offset, size: a.size))) } catch {
+                    report("\(device.address) BAR \(bar.index): \(error.message); that part traps instead")
+                }
+            }
+            mappings[bar.index] = maps
+        }
+        config.onMappingChange = { [unowned self] in self.updateMappings() }
+        config.onMSIXControlChange = { [unowned self] in self.msixControlChanged() }
+        msix?.onVectorChange = { [unowned self] v in self.vectorChanged(v) }
+        msix?.pendingProbe = { [unowned self] v in
+            guard v < self.vectors.count else { return false }
+            var p = pollfd(fd: self.vectors[v].event.fd, events: Int16(POLLIN), revents: 0)
+            return poll(&p, 1, 0) == 1
+        }
+    }
+
+    deinit {
+        for (_, list) in slots { for s in list { try? vm.setMemoryRegion(slot: s.slot, guestAddress: s.guest, size: 0, host: nil) } }
+        if msixActive { try? device.disableInterrupts(.msix) }
+    }
+
+    // MARK: configuration space
+
+    public func configRead(offset: Int, size: Int) -> UInt32 { config.read(offset: offset, size: size) }
+    public func configWrite(offset: Int, size: Int, value: UInt32) { config.write(offset: offset, size: size, value: value) }
+
+    // MARK: BARs
+
+    /// Places BARs where firmware would: memory BARs from `memory`, I/O BARs from `ports`, each
+    /// aligned to its size (memory at least a page, so it can be a KVM slot).
+    func assignBARs(memory: inout UInt64, memoryEnd: UInt64, ports: inout UInt64, portsEnd: UInt64) throws(VMMError) {
+        for bar in config.bars.sorted(by: { $0.size > $1.size }) {
+            if bar.kind == .io {
+                let align = max(bar.size, 4)
+                let at = (ports + align - 1) & ~(align - 1)
+                guard at + bar.size <= portsEnd else { throw VMMError(.passthrough, "\(device.address): no room for its \(bar.size)-byte I/O BAR \(bar.index)") }
+                config.assign(bar: bar.index, address: at)
+                ports = at + bar.size
+            } else {
+                let align = max(bar.size, Self.pageSize)
+                let at = (memory + align - 1) & ~(align - 1)
+                guard at + bar.size <= memoryEnd else {
+                    throw VMMError(.passthrough, "\(device.address): BAR \(bar.index) (\(bar.size >> 20) MiB) does not fit in the PCI hole below 4 GiB")
+                }
+                config.assign(bar: bar.index, address: at)
+                memory = at + max(bar.size, Self.pageSize)
+            }
+        }
+    }
+
+    /// Page-aligned pieces of BAR `index` (offsets in the BAR) to map straight into the guest:
+    /// the mmapped areas minus the pages of the MSI-X table and PBA.
+    func directPieces(bar index: Int) -> [(offset: UInt64, size: UInt64)] {
+        guard let maps = mappings[index] else { return [] }
+        let page = Self.pageSize
+        var traps: [Range<UInt64>] = []
+        if let m = config.msix {
+            if m.tableBAR == index { traps.append((m.tableOffset & ~(page - 1))..<((m.tableOffset + m.tableBytes + page - 1) & ~(page - 1))) }
+            if m.pbaBAR == index { traps.append((m.pbaOffset & ~(page - 1))..<((m.pbaOffset + m.pbaBytes + page - 1) & ~(page - 1))) }
+        }
+        var pieces: [(UInt64, UInt64)] = []
+        for (offset, map) in maps {
+            var parts = [offset..<(offset + UInt64(map.size))]
+            for t in traps {
+                parts = parts.flatMap { p -> [Range<UInt64>] in
+                    guard p.overlaps(t) else { return [p] }
+                    return [p.lowerBound..<t.lowerBound, t.upperBound..<p.upperBound].filter { !$0.isEmpty }
+                }
+            }
+            pieces += parts.map { ($0.lowerBound, $0.upperBound - $0.lowerBound) }
+        }
+        return pieces
+    }
+
+    /// Brings the KVM slots and trapped ranges in line with where the guest put the BARs and
+    /// whether it decodes them.
+    func updateMappings() {
+        for bar in config.bars {
+            let address = config.address(ofBAR: bar.index) ?? 0
+            if bar.kind == .io {
+                if let w = ioWindows.removeValue(forKey: bar.index) { io.unregisterHoldingLock(w) }
+                guard config.ioDecoding, address != 0 else { continue }
+                let w = IOBARWindow(device: self, bar: bar.index)
+                if address + bar.size <= 0x1_0000, io.registerHoldingLock(w, base: UInt16(address), count: UInt16(bar.size)) {
+                    ioWindows[bar.index] = w
+                } else {
+                    note("\(device.address): the guest put I/O BAR \(bar.index) at 0x\(hex(address)), over another device's ports; it stays unreachable")
+                }
+                continue
+            }
+            let on = config.memoryDecoding && address != 0
+            let want: [(guest: UInt64, offset: UInt64, size: UInt64)] =
+                on && address % Self.pageSize == 0 ? directPieces(bar: bar.index).map { (address + $0.offset, $0.offset, $0.size) } : []
+            let have = slots[bar.index] ?? []
+            if have.map({ [$0.guest, $0.size] }) != want.map({ [$0.guest, $0.size] }) {
+                for s in have {
+                    try? vm.setMemoryRegion(slot: s.slot, guestAddress: s.guest, size: 0, host: nil)
+                    memorySlots.release(s.slot)
+                }
+                var now: [(slot: UInt32, guest: UInt64, size: UInt64)] = []
+                for w in want {
+                    guard let host = hostPointer(bar: bar.index, offset: w.offset), let slot = memorySlots.allocate() else { continue }
+                    do {
+                        try vm.setMemoryRegion(slot: slot, guestAddress: w.guest, size: w.size, host: host)
+                        now.append((slot, w.guest, w.size))
+                    } catch {
+                        memorySlots.release(slot)
+                        note("\(device.address): BAR \(bar.index) at 0x\(hex(address)) cannot be mapped (\(error.message)); its accesses trap instead")
+                    }
+                }
+                slots[bar.index] = now
+            }
+            // The whole BAR traps where no slot covers it (MSI-X pages, unmappable parts).
+            if !mmio.placeHoldingLock(self, region: bar.index, base: on ? address : nil, size: bar.size) {
+                note("\(device.address): the guest put BAR \(bar.index) at 0x\(hex(address)), over another device's range; it stays unreachable")
+            }
+        }
+    }
+
+    private func hostPointer(bar: Int, offset: UInt64) -> UnsafeMutableRawPointer? {
+        for (start, map) in mappings[bar] ?? [] where offset >= start && offset < start + UInt64(map.size) {
+            return map.base + Int(offset - start)
+        }
+        return nil
+    }
+
+    /// KVM slots of a BAR now (tests, diagnostics).
+    func mappedSlots(bar: Int) -> [(guest: UInt64, size: UInt64)] { (slots[bar] ?? []).map { ($0.guest, $0.size) } }
+
+    // MARK: trapped BAR accesses
+
+    public func mmioRead(region bar: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
+        if let m = config.msix, let table = msix {
+            if bar == m.tableBAR, offset >= m.tableOffset, offset < m.tableOffset + m.tableBytes {
+                data.storeLittleEndianValue(table.readTable(offset: offset - m.tableOffset, size: data.count))
+                return
+            }
+            if bar == m.pbaBAR, offset >= m.pbaOffset, offset < m.pbaOffset + m.pbaBytes {
+                data.storeLittleEndianValue(table.readPBA(offset: offset - m.pbaOffset, size: data.count))
+                return
+            }
+        }
+        guard let region = regions[bar], offset + UInt64(data.count) <= region.size,
+              pread(device.fd, data.baseAddress, data.count, off_t(region.offset + offset)) == data.count else {
+            data.initializeMemory(as: UInt8.self, repeating: 0xFF)
+            return
+        }
+    }
+
+    public func mmioWrite(region bar: Int, offset: UInt64, data: UnsafeRawBufferPointer) {
+        if let m = config.msix, let table = msix {
+            if bar == m.tableBAR, offset >= m.tableOffset, offset < m.tableOffset + m.tableBytes {
+                table.writeTable(offset: offset - m.tableOffset, size: data.count, value: data.littleEndianBytes)
+                return
+            }
+            if bar == m.pbaBAR, offset >= m.pbaOffset, offset < m.pbaOffset + m.pbaBytes { return }   // read-only
+        }
+        guard let region = regions[bar], offset + UInt64(data.count) <= region.size else { return }
+        _ = pwrite(device.fd, data.baseAddress, data.count, off_t(region.offset + offset))
+    }
+
+    // MARK: MSI-X
+
+    private func msixControlChanged() {
+        guard let table = msix else { return }
+        guard table.setControl(enabled: config.msixEnabled, functionMasked: config.msixFunctionMasked) else { return }
+        do throws(VMMError) {
+            if table.enabled && !msixActive {
+                while vectors.count < table.count {
+                    let e: EventFD
+                    do { e = try EventFD() } catch { throw VMMError(error) }
+                    vectors.append((e, try routes.allocate(), false))
+                }
+                for v in 0..<table.count {
+                    routes.set(vectors[v].gsi, address: table.entries[v].address, data: table.entries[v].data)
+                }
+                do { try routes.commit() } catch { throw VMMError(error) }
+                do { try device.setInterruptEventFDs(.msix, vectors.map(\.event.fd)) } catch { throw VMMError(error) }
+                msixActive = true
+            } else if !table.enabled && msixActive {
+                for v in 0..<vectors.count { setIRQFD(v, false) }
+                do { try device.disableInterrupts(.msix) } catch { throw VMMError(error) }
+                msixActive = false
+            }
+        } catch {
+            note("\(device.address): MSI-X \(table.enabled ? "enable" : "disable") failed: \(error.message)")
+        }
+        for v in 0..<vectors.count { syncIRQFD(v) }
+    }
+
+    private func vectorChanged(_ v: Int) {
+        guard msixActive, let table = msix, v < vectors.count else { return }
+        routes.set(vectors[v].gsi, address: table.entries[v].address, data: table.entries[v].data)
+        do { try routes.commit() } catch { note("\(device.address): KVM_SET_GSI_ROUTING for MSI-X vector \(v) failed: \(error.message)") }
+        syncIRQFD(v)
+    }
+
+    /// A vector is wired to KVM (irqfd) exactly while MSI-X is on and the vector unmasked; a masked
+    /// vector's interrupts wait in its eventfd (the PBA shows them) and are delivered by KVM when
+    /// the irqfd is attached again.
+    private func syncIRQFD(_ v: Int) {
+        guard let table = msix else { return }
+        let want = msixActive && !table.isMasked(v)
+        setIRQFD(v, want)
+        if want { table.setPending(v, false) }
+    }
+
+    private func setIRQFD(_ v: Int, _ on: Bool) {
+        guard vectors[v].irqfd != on else { return }
+        do {
+            if on { try vm.registerIRQFD(vectors[v].event, gsi: vectors[v].gsi) } else { try vm.unregisterIRQFD(vectors[v].event, gsi: vectors[v].gsi) }
+            vectors[v].irqfd = on
+        } catch {
+            note("\(device.address): KVM_IRQFD for MSI-X vector \(v) failed: \(error.message)")
+        }
+    }
+
+    /// Whether MSI-X vector `v` is wired to the guest now (tests, diagnostics).
+    func isDelivering(_ v: Int) -> Bool { v < vectors.count && vectors[v].irqfd }
+
+    // MARK: helpers
+
+    private func note(_ message: String) {
+        if reported.insert(message).inserted { report(message) }
+    }
+
+    private func hex(_ v: UInt64) -> String { String(v, radix: 16) }
+}
+
+/// The real device's configuration space through VFIO's config region.
+final class DeviceConfig: PCIConfigBackend {
+    let device: VFIODevice
+    let region: VFIODevice.Region
+
+    init(device: VFIODevice, region: VFIODevice.Region) {
+        self.device = device
+        self.region = region
+    }
+
+    func configRead(offset: Int, size: Int) -> UInt32 {
+        guard let bytes = try? device.read(region, at: UInt64(offset), count: size) else { return size >= 4 ? 0xFFFF_FFFF : (1 << (8 * UInt32(size))) - 1 }
+        var v: UInt32 = 0
+        for (i, b) in bytes.enumerated() { v |= UInt32(b) << (8 * UInt32(i)) }
+        return v
+    }
+
+    func configWrite(offset: Int, size: Int, value: UInt32) {
+        let bytes = (0..<size).map { UInt8(truncatingIfNeeded: value >> (8 * UInt32($0))) }
+        try? device.write(region, at: UInt64(offset), bytes)
+    }
+}
+
+/// The I/O BAR of a passed-through device on the port bus: accesses go to VFIO's BAR region.
+final class IOBARWindow: PortIODevice {
+    unowned let device: PassthroughDevice
+    let bar: Int
+
+    init(device: PassthroughDevice, bar: Int) {
+        self.device = device
+        self.bar = bar
+    }
+
+    func read(offset: UInt16, data: UnsafeMutableRawBufferPointer) {
+        device.mmioRead(region: bar, offset: UInt64(offset), data: data)
+    }
+
+    func write(offset: UInt16, data: UnsafeRawBufferPointer) {
+        device.mmioWrite(region: bar, offset: UInt64(offset), data: data)
+    }
+}

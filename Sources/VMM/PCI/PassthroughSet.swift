@@ -1,0 +1,77 @@
+import KVM
+import VFIO
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The devices one VM passes through: a VFIO container (type1v2) of its own, the IOMMU groups of
+/// the devices attached to it, all guest RAM mapped for their DMA (IOVA = guest-physical), each
+/// device reset and put on the host bridge with its BARs placed in the PCI hole.
+final class PassthroughSet {
+    let container: VFIOContainer
+    private(set) var groups: [Int: VFIOGroup] = [:]
+    private(set) var devices: [PassthroughDevice] = []
+
+    /// Where BARs go: the PCI hole up to the IOAPIC, and ports 0xC000… (both inside the windows
+    /// the DSDT's PCI0 gives the guest).
+    static let memoryWindow: Range<UInt64> = GuestMemory.pciHoleStart..<BootLayout.ioapic
+    static let portWindow: Range<UInt64> = 0xC000..<0x1_0000
+
+    init(addresses: [String], sysfs: String = "/sys", vm: KVMVirtualMachine, memory: GuestMemory, bridge: PCIHostBridge,
+         io: IOBus, mmio: MMIOBus, routes: InterruptRoutes, slots: MemorySlots, report: @escaping (String) -> Void) throws(VMMError) {
+        var groupOf: [String: Int] = [:]
+        for a in addresses { groupOf[a] = try Self.iommuGroup(of: a, sysfs: sysfs) }
+        do { container = try VFIOContainer() } catch { throw VMMError(error) }
+        do {
+            for a in addresses where groups[groupOf[a]!] == nil {
+                let g = try VFIOGroup(number: groupOf[a]!)
+                try g.attach(to: container)
+                groups[g.number] = g
+            }
+            // Guest RAM for DMA: pinned and mapped once, before any device can be told an address.
+            for r in memory.regions {
+                try container.mapDMA(iova: r.guestAddress, vaddr: memory.mapping.pointer + r.hostOffset, size: r.size)
+            }
+        } catch { throw VMMError(error) }
+        var nextMemory = Self.memoryWindow.lowerBound, nextPort = Self.portWindow.lowerBound
+        for a in addresses {
+            let vfio: VFIODevice
+            do { vfio = try groups[groupOf[a]!]!.device(a) } catch { throw VMMError(error) }
+            if vfio.info.canReset {
+                do { try vfio.reset() } catch { report("\(a): reset before the VM starts failed: \(error.message)") }
+            }
+            let d = try PassthroughDevice(device: vfio, vm: vm, routes: routes, memorySlots: slots, mmio: mmio, io: io, report: report)
+            try d.assignBARs(memory: &nextMemory, memoryEnd: Self.memoryWindow.upperBound, ports: &nextPort, portsEnd: Self.portWindow.upperBound)
+            guard let slot = bridge.freeSlot else { throw VMMError(.passthrough, "no free slot on the PCI bus for \(a)") }
+            bridge.attach(d, slot: slot)
+            io.withLock { d.updateMappings() }
+            devices.append(d)
+        }
+    }
+
+    /// The IOMMU group of `address`, with errors that say what to do.
+    static func iommuGroup(of address: String, sysfs: String) throws(VMMError) -> Int {
+        let dir = "\(sysfs)/bus/pci/devices/\(address)"
+        guard access(dir, F_OK) == 0 else {
+            throw VMMError(.passthrough, "there is no PCI function \(address) on this host (no \(dir)); list them with passage devices")
+        }
+        guard let group = readLinkBase("\(dir)/iommu_group"), let n = Int(group) else {
+            throw VMMError(.passthrough, "\(address) has no IOMMU group: the host's IOMMU is off (boot with intel_iommu=on or amd_iommu=on), so it cannot be passed through safely")
+        }
+        let driver = readLinkBase("\(dir)/driver")
+        guard driver == "vfio-pci" else {
+            throw VMMError(.passthrough, "\(address) is \(driver.map { "bound to \($0)" } ?? "not bound to any driver"), not vfio-pci: claim it first (passage claim --device \(address)) or bind its group (passage bind --group \(address))")
+        }
+        return n
+    }
+
+    static func readLinkBase(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        let target = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return target.split(separator: "/").last.map(String.init)
+    }
+}
