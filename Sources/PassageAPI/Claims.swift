@@ -305,8 +305,11 @@ public struct VMStartRequest: Codable, Sendable, Hashable {
     public var vcpus: Int?
     /// A claim whose devices the VM gets (passthrough).
     public var claim: String?
+    /// Devices to claim for the VM first (owner `vm:NAME`), instead of `claim`.
+    public var devices: [String]?
 
-    public init(name: String, kernel: String, initramfs: String? = nil, cmdline: String? = nil, memory: String? = nil, vcpus: Int? = nil, claim: String? = nil) {
+    public init(name: String, kernel: String, initramfs: String? = nil, cmdline: String? = nil, memory: String? = nil, vcpus: Int? = nil,
+                claim: String? = nil, devices: [String]? = nil) {
         self.name = name
         self.kernel = kernel
         self.initramfs = initramfs
@@ -314,9 +317,10 @@ public struct VMStartRequest: Codable, Sendable, Hashable {
         self.memory = memory
         self.vcpus = vcpus
         self.claim = claim
+        self.devices = devices
     }
 
-    public static let keys: Set<String> = ["name", "kernel", "initramfs", "cmdline", "memory", "vcpus", "claim"]
+    public static let keys: Set<String> = ["name", "kernel", "initramfs", "cmdline", "memory", "vcpus", "claim", "devices"]
 }
 
 /// A VM started by passaged.

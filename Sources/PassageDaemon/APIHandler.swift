@@ -173,6 +173,10 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             guard let c = try claims.store.claim(id: parts[2]) else { throw APIError.notFound("no claim \(parts[2]); GET /v1/claims lists them") }
             return try Self.json(200, ClaimInfo(c))
         case ("DELETE", "claims", 3):
+            // A running VM holds the group open: vfio-pci's unbind would wait for it forever.
+            if let vms, let user = try vms.runningVM(using: parts[2]) {
+                throw APIError(409, "claim-in-use", "claim \(parts[2]) is in use by VM \(user.name) (pid \(user.pid.map(String.init) ?? "?")); stop it first: passage vm stop \(user.name)")
+            }
             return try Self.json(200, ClaimInfo(try await claims.release(id: parts[2])))
         case ("GET", "pools", 2):
             return try Self.json(200, try claims.store.pools().map(claims.poolInfo))
@@ -193,7 +197,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             guard let body = try Self.decode(VMStartRequest.self, r.body, keys: VMStartRequest.keys) else {
                 throw APIError.badRequest("send {\"name\": \"vm1\", \"kernel\": \"/boot/vmlinuz\", \"initramfs\": …, \"memory\": \"512M\", \"vcpus\": 2}")
             }
-            let info = try vmSupervisor().start(body)
+            let info = try await vmSupervisor().start(body)
             return try Self.json(201, info, headers: [("Location", "/v1/vms/\(info.name)")])
         case ("GET", "vms", 2):
             return try Self.json(200, try vmSupervisor().list())

@@ -56,7 +56,7 @@ public final class VMSupervisor: @unchecked Sendable {
         }
     }
 
-    public func start(_ r: VMStartRequest) throws -> VMInfo {
+    public func start(_ r: VMStartRequest) async throws -> VMInfo {
         guard Self.validName(r.name) else { throw APIError.badRequest("VM name \(r.name): 1 to 63 of a-z, 0-9, '-', '_', '.'") }
         guard FileManager.default.isReadableFile(atPath: r.kernel) else {
             throw APIError(400, "kernel-not-found", "no readable kernel image at \(r.kernel) (passaged opens it as root, on the host)")
@@ -65,12 +65,10 @@ public final class VMSupervisor: @unchecked Sendable {
             throw APIError(400, "initramfs-not-found", "no readable initramfs at \(i)")
         }
         if let v = r.vcpus, !(1...32).contains(v) { throw APIError.badRequest("vcpus \(v): 1 to 32") }
-        if let id = r.claim {
-            guard let c = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
-            guard c.state == .active else { throw APIError(409, "claim-not-active", "claim \(id) is \(c.state.rawValue); a VM needs an active claim") }
-            throw APIError(501, "passthrough-not-implemented",
-                           "passage-vmm cannot hand devices to a guest yet (claim \(id): \(c.devices.map(\.address).joined(separator: ", "))); start the VM without --claim")
+        if r.claim != nil && r.devices != nil {
+            throw APIError.badRequest("give either claim (an existing claim's id) or devices (claimed for the VM), not both")
         }
+        if let d = r.devices, d.isEmpty { throw APIError.badRequest("devices is empty: list the PCI addresses to pass through, or leave it out") }
         guard FileManager.default.isExecutableFile(atPath: vmmPath) else {
             throw APIError(500, "vmm-missing", "passage-vmm not found at \(vmmPath); install it next to passaged or give passaged --vmm PATH")
         }
@@ -78,6 +76,38 @@ public final class VMSupervisor: @unchecked Sendable {
         if let e = existing, e.state == "running" {
             throw APIError(409, "vm-running", "VM \(r.name) is running (pid \(e.pid.map(String.init) ?? "?")); stop it first (passage vm stop \(r.name))")
         }
+        // The devices: an active claim no running VM uses, or a claim made here for this VM
+        // (released again if the VM cannot start, so a failed start leaves nothing behind).
+        var request = r
+        var madeClaim: String?
+        var passthrough: [String] = []
+        if let id = r.claim {
+            guard let c = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
+            guard c.state == .active else { throw APIError(409, "claim-not-active", "claim \(id) is \(c.state.rawValue); a VM needs an active claim") }
+            if let user = try runningVM(using: id) {
+                throw APIError(409, "claim-in-use", "claim \(id) is in use by VM \(user.name) (pid \(user.pid.map(String.init) ?? "?")); stop it first or claim other devices")
+            }
+            passthrough = c.devices.map(\.address)
+        } else if let devices = r.devices {
+            let (c, _) = try await claims.create(ClaimRequest(owner: "vm:\(r.name)", devices: devices))
+            madeClaim = c.id
+            request.claim = c.id
+            passthrough = c.devices.map(\.address)
+        }
+        do {
+            return try spawn(request, passthrough: passthrough)
+        } catch {
+            if let id = madeClaim { _ = try? await claims.release(id: id) }
+            throw error
+        }
+    }
+
+    /// The running VM that holds claim `id`, if any.
+    public func runningVM(using id: String) throws -> Store.VMRecord? {
+        try store.vms().first { $0.claimID == id && $0.state == "running" }
+    }
+
+    private func spawn(_ r: VMStartRequest, passthrough: [String]) throws -> VMInfo {
         let dir = "\(directory)/\(r.name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         let console = consolePath(r.name)
@@ -88,6 +118,7 @@ public final class VMSupervisor: @unchecked Sendable {
         if let c = r.cmdline { args += ["--cmdline", c] }
         if let m = r.memory { args += ["--memory", m] }
         if let v = r.vcpus { args += ["--vcpus", String(v)] }
+        for a in passthrough { args += ["--vfio", a] }
         let name = r.name
         // posix_spawn and a thread blocked in waitpid for this one pid: the exit is seen whatever
         // else in the process handles SIGCHLD.
@@ -132,7 +163,8 @@ public final class VMSupervisor: @unchecked Sendable {
         let record = Store.VMRecord(name: name, config: config, claimID: r.claim, state: "running", pid: pid,
                                     exitStatus: nil, message: nil, startedAt: ClaimService.now(), endedAt: nil)
         try store.putVM(record)
-        events.publish("vm-started", message: "VM \(name): passage-vmm pid \(pid), kernel \(r.kernel)")
+        events.publish("vm-started", message: "VM \(name): passage-vmm pid \(pid), kernel \(r.kernel)"
+                           + (passthrough.isEmpty ? "" : ", devices \(passthrough.joined(separator: ", ")) (claim \(r.claim ?? "?"))"))
         return info(record)
     }
 

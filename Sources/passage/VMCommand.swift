@@ -23,14 +23,17 @@ struct VMStart: ParsableCommand {
     @Option(name: .long, help: "Guest memory: 512M, 2G.") var memory: String?
     @Option(name: .long, help: "vCPUs.") var vcpus: Int?
     @Option(name: .long, help: ArgumentHelp("A claim whose devices the guest gets.", valueName: "ID")) var claim: String?
+    @Option(name: .customLong("device"), help: ArgumentHelp("Claim this device for the VM (owner vm:NAME) and pass it through; repeatable.", valueName: "ADDRESS")) var devices: [String] = []
 
     func run() throws {
         try reportingErrors(json: output.json) {
             func absolute(_ p: String) -> String { p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p }
-            let request = VMStartRequest(name: name, kernel: absolute(kernel), initramfs: initrd.map(absolute), cmdline: cmdline, memory: memory, vcpus: vcpus, claim: claim)
+            let request = VMStartRequest(name: name, kernel: absolute(kernel), initramfs: initrd.map(absolute), cmdline: cmdline, memory: memory, vcpus: vcpus, claim: claim,
+                                          devices: devices.isEmpty ? nil : devices)
             let vm = try daemon.client.send("POST", "/v1/vms", body: request, as: VMInfo.self)
             if output.json { try printJSON(vm); return }
-            writeStdout("VM \(vm.name): \(vm.state), passage-vmm pid \(vm.pid.map(String.init) ?? "?"); console: passage vm console \(vm.name)\n")
+            writeStdout("VM \(vm.name): \(vm.state), passage-vmm pid \(vm.pid.map(String.init) ?? "?")"
+                        + (vm.claim.map { "; devices of claim \($0) passed through" } ?? "") + "; console: passage vm console \(vm.name)\n")
         }
     }
 }

@@ -74,12 +74,30 @@ import PassageAPI
             #expect(s == status && b.contains(code), "\(body): \(s) \(b)")
         }
         #expect(try await h.curl("POST", "/v1/vms", #"{"name":"x","kernel":"\#(kernel)"}"#, asUser: "nobody").0 == 403)
-        // A claim is accepted as a claim but passage-vmm cannot pass devices yet: a clear 501.
+        // A claim's devices go to passage-vmm as --vfio. This machine has no IOMMU (and the claim
+        // lives in the fixture tree), so the VMM refuses the device by name and the VM fails; the
+        // claim stays held until released.
         let (cs, cb) = try await h.curl("POST", "/v1/claims", #"{"owner":"vm","devices":["0000:00:03.0"]}"#)
         #expect(cs == 201)
         let claim = try #require(try h.json(cb)["id"] as? String)
-        let (ps, pb) = try await h.curl("POST", "/v1/vms", #"{"name":"vm-dev","kernel":"\#(kernel)","claim":"\#(claim)"}"#)
-        #expect(ps == 501 && pb.contains("passthrough-not-implemented"), "\(pb)")
+        let (ps, pb) = try await h.curl("POST", "/v1/vms", #"{"name":"vm-dev","kernel":"\#(kernel)","memory":"32M","claim":"\#(claim)"}"#)
+        #expect(ps == 201, "\(pb)")
+        let failed = try await waitState(h, "vm-dev", "failed")
+        #expect(failed.claim == claim && failed.exitStatus == 1, "\(failed)")
+        #expect(failed.message?.contains("0000:00:03.0") == true, "\(failed)")
+        #expect(try String(contentsOfFile: h.stateDir + "/vms/vm-dev/vmm.log", encoding: .utf8).contains("0000:00:03.0"))
+        #expect(try await h.curl("GET", "/v1/claims/\(claim)").1.contains("\"active\""))
+        let (both, bothBody) = try await h.curl("POST", "/v1/vms", #"{"name":"vm-2","kernel":"\#(kernel)","claim":"\#(claim)","devices":["0000:05:00.0"]}"#)
+        #expect(both == 400 && bothBody.contains("not both"), "\(bothBody)")
+        // devices: claimed for the VM (owner vm:NAME) — a device already held is refused before anything starts.
+        let (taken, takenBody) = try await h.curl("POST", "/v1/vms", #"{"name":"vm-3","kernel":"\#(kernel)","memory":"32M","devices":["0000:00:03.0"]}"#)
+        #expect(taken == 409, "\(takenBody)")
+        #expect(try await h.curl("GET", "/v1/vms/vm-3").0 == 404)
+        let (own, ownBody) = try await h.curl("POST", "/v1/vms", #"{"name":"vm-4","kernel":"\#(kernel)","memory":"32M","devices":["0000:05:00.0"]}"#)
+        #expect(own == 201, "\(ownBody)")
+        let vm4 = try #require(try JSONDecoder().decode(VMInfo.self, from: Data(ownBody.utf8)).claim)
+        #expect(try await h.curl("GET", "/v1/claims/\(vm4)").1.contains("\"owner\":\"vm:vm-4\""))
+        _ = try await waitState(h, "vm-4", "failed")
         let listed = try await h.curl("GET", "/v1/vms").1
         #expect(listed.contains("\"vm-up\"") && !listed.contains("\"name\":\"x\""))
 
