@@ -89,9 +89,14 @@ public struct DriverBinder: Sendable {
         return change
     }
 
-    /// Puts a function back: clears `driver_override` and binds `driver` (nil: leaves it unbound).
-    /// Already in that state: nothing happens.
-    public func restore(_ a: PCIAddress, to driver: String?, dryRun: Bool = false) throws(HostPCIError) -> Change {
+    /// Puts a function back: binds `driver` (nil: leaves it unbound) and leaves `driver_override`
+    /// as `override` (nil: cleared). Already in that state: nothing happens.
+    ///
+    /// The bind goes through `driver_override = driver`: a VF whose PF has
+    /// `sriov_drivers_autoprobe` off can only be probed by a driver its override names (the
+    /// kernel's `pci_device_can_probe`), so clearing the override first would make the bind fail
+    /// with ENODEV.
+    public func restore(_ a: PCIAddress, to driver: String?, override: String? = nil, dryRun: Bool = false) throws(HostPCIError) -> Change {
         if let driver { try Self.checkDriverName(driver) }
         guard SysfsDirectory(root.devicePath(a)) != nil else { throw .deviceNotFound(a, root: root) }
         let previous = currentDriver(a)
@@ -99,15 +104,20 @@ public struct DriverBinder: Sendable {
         var change = Change(address: a, previousDriver: previous, previousOverride: previousOverride, newDriver: driver ?? "none", actions: [])
         var plan: [HostAction] = []
         if previous != nil && previous != driver { plan.append(.write(path: driverPath(previous!) + "/unbind", value: a.description)) }
-        if previousOverride != nil { plan.append(.write(path: attribute(a, "driver_override"), value: "\n")) }
+        var overrideNow = previousOverride
         if let driver, previous != driver {
             guard driverExists(driver) else {
                 throw HostPCIError(code: .driverNotFound,
                                    message: "cannot restore \(a) to \(driver): no such driver is loaded; load it with `modprobe \(driver)` and run the restore again")
             }
+            if overrideNow != driver {
+                plan.append(.write(path: attribute(a, "driver_override"), value: driver))
+                overrideNow = driver
+            }
             plan.append(.write(path: driverPath(driver) + "/bind", value: a.description))
             plan.append(.wait("\(a) to bind to \(driver)"))
         }
+        if overrideNow != override { plan.append(.write(path: attribute(a, "driver_override"), value: override ?? "\n")) }
         change.actions = plan
         if dryRun || plan.isEmpty { return change }
         do {

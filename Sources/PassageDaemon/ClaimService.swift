@@ -289,7 +289,7 @@ public final class ClaimService: @unchecked Sendable {
         for d in devices {
             guard let a = try? PCIAddress(parsing: d.address) else { continue }
             guard SysfsRoot.exists(root.devicePath(a)) else { problems.append("\(a) is no longer present"); continue }
-            do { _ = try binder.restore(a, to: d.previousDriver) } catch { problems.append(error.message) }
+            do { _ = try binder.restore(a, to: d.previousDriver, override: d.previousOverride) } catch { problems.append(error.message) }
         }
         return problems
     }

@@ -68,7 +68,7 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
         let parts = rel.split(separator: "/").map(String.init)
         if rel == "bus/pci/drivers_probe" {
             guard let a = PCIAddress.fromSysfsName(v), fixture.devicePath(a) != nil else { return ENODEV }
-            if driver(of: a) == nil {
+            if driver(of: a) == nil, canProbe(a) {
                 let want = override(of: a) ?? naturalDrivers[a]
                 if let want, driverExists(want), !(probeFailures[want]?.contains(a) ?? false) { bind(a, want) }
             }
@@ -86,6 +86,7 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
             case "bind":
                 if self.driver(of: a) != nil { return EBUSY }
                 if let o = override(of: a), o != driver { return ENODEV }
+                guard canProbe(a) else { return ENODEV }
                 if probeFailures[driver]?.contains(a) ?? false { return ENODEV }
                 bind(a, driver)
                 return 0
@@ -150,6 +151,15 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     private func driver(of a: PCIAddress) -> String? {
         guard let dir = fixture.devicePath(a), let t = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/driver") else { return nil }
         return URL(fileURLWithPath: t).lastPathComponent
+    }
+
+    /// The kernel's `pci_device_can_probe`: a VF whose PF has `sriov_drivers_autoprobe` off is
+    /// probed only by the driver its `driver_override` names (a bind without one fails with ENODEV).
+    private func canProbe(_ a: PCIAddress) -> Bool {
+        guard let dir = fixture.devicePath(a),
+              let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/physfn") else { return true }
+        let pfDir = target.hasPrefix("/") ? target : URL(fileURLWithPath: dir).appendingPathComponent(target).standardized.path
+        return readFile(pfDir + "/sriov_drivers_autoprobe") != "0" || override(of: a) != nil
     }
 
     private func override(of a: PCIAddress) -> String? {

@@ -232,6 +232,27 @@ import SysfsFixtures
         #expect(try manager.physicalFunction(pf).sriov.vfs.isEmpty)
     }
 
+    /// With autoprobe off a VF probes only through its driver_override (the kernel's
+    /// pci_device_can_probe): the host driver is bound by override; vfio-pci takes it; restoring
+    /// must bind through the override again (clearing it first would fail with ENODEV, as it did
+    /// in the lab) and then leave the override as it was.
+    @Test func restoresAVFWhosePFHasAutoprobeOff() throws {
+        try manager.setCount(pf: pf, count: 1, autoprobe: false)
+        let vf = try manager.physicalFunction(pf).sriov.vfs[0].address
+        let binder = DriverBinder(root: fixture.root, writer: kernel)
+        #expect(throws: HostPCIError.self) { try kernel.write(vf.description, to: fixture.root.path + "/bus/pci/drivers/iavf/bind") }
+        _ = try binder.bind(vf, to: "iavf")
+        #expect(binder.currentDriver(vf) == "iavf" && binder.currentOverride(vf) == "iavf")
+        _ = try binder.bind(vf, to: "vfio-pci")
+        #expect(binder.currentDriver(vf) == "vfio-pci")
+        let change = try binder.restore(vf, to: "iavf", override: "iavf")
+        #expect(change.changed && binder.currentDriver(vf) == "iavf" && binder.currentOverride(vf) == "iavf")
+        _ = try binder.bind(vf, to: "vfio-pci")
+        _ = try binder.restore(vf, to: "iavf")                       // the override goes, the driver stays
+        #expect(binder.currentDriver(vf) == "iavf" && binder.currentOverride(vf) == nil)
+        #expect(!(try binder.restore(vf, to: "iavf")).changed)
+    }
+
     @Test func changingTheCountGoesThroughZero() throws {
         try manager.setCount(pf: pf, count: 2)
         kernel.writesReset()

@@ -36,6 +36,7 @@ lab_eq() {
         echo "not ok - $1"
         echo "#   expected: $2"
         echo "#   actual:   $3"
+        return 1
     fi
 }
 

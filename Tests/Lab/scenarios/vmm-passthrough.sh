@@ -51,4 +51,70 @@ if [[ -n ${LAB_ARG_VMM_ONLY:-} ]]; then
     lab_check "L1 reads L2's marker through the PF" grep -q PASSAGE-L2-WROTE-STANDALONE <<<"$sector1"
     lab_done
 fi
+# ---- through the daemon ---------------------------------------------------------------------
+sock=/run/passage/passage.sock state=/tmp/passage-state
+export PASSAGE_SOCKET=$sock
+lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+"$bin/passage" vf create $pf --count 1 --nvme-queues 2 --nvme-interrupts 1 --driver nvme | sed 's/^/# /'
+lab_eq "passaged created and provisioned the VF; it runs on nvme in L1" nvme "$(lab_driver $vf)"
+
+console=$state/vms/l2/console.log
+t0=$EPOCHREALTIME
+out=$("$bin/passage" vm start l2 --device $vf --kernel "$LAB_KERNEL" --initrd "$LAB_L2_INITRD" --memory 256M \
+    --cmdline "$cmdline lab.write=PASSAGE-L2-WROTE-$$ lab.readbench=1" 2>&1); rc=$?
+started_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+echo "# $out (after $started_s s)"
+lab_eq "passage vm start l2 --device $vf" 0 "$rc"
+claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .claim')
+lab_check "the VM holds a claim ($claim)" test -n "$claim" -a "$claim" != null
+lab_eq "the VF was claimed onto vfio-pci" vfio-pci "$(lab_driver $vf)"
+rel=$("$bin/passage" release "$claim" 2>&1); rc=$?
+echo "# release while running: rc=$rc $rel"
+lab_check "releasing the claim while the VM runs is refused (in use by VM l2)" test "$rc" -ne 0 -a -n "$(grep -o "in use by VM l2" <<<"$rel")"
+marker_seen() { [[ $(<"$console") == *L2-SECTOR* ]]; }
+until marker_seen || (( ${EPOCHREALTIME/./} - ${t0/./} > 120000000 )); do sleep 0.05; done
+passage_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+vm_state_is() { [[ $("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | "\(.state) \(.exitStatus)"') == "$1" ]]; }
+lab_check "the guest powers off: VM l2 stopped, exit 0" lab_wait_for 120 vm_state_is "stopped 0"
+tr -d '\r' <"$console" | grep -a '^L2-\|nvme\|PCI\|pci 0000' | sed 's/^/L2 daemon| /' | head -n 40
+sed 's/^/# vmm.log| /' $state/vms/l2/vmm.log
+lab_check "L2 read the marker through the VF" grep -aq 'L2-RESULT rc=0' "$console"
+irq=$(tr -d '\r' <"$console" | sed -n 's/^L2-IRQ *[0-9]*: *\([0-9]*\) .*nvme0q0.*/\1/p' | head -n1)
+lab_check "L2's nvme0q0 MSI-X vector counted interrupts (${irq:-none})" test "${irq:-0}" -gt 0
+lab_check "L2 wrote its marker (L2-WRITE rc=0)" grep -aq 'L2-WRITE rc=0' "$console"
+sector1=$(dd if="$ns" bs=512 skip=1 count=1 iflag=direct 2>/dev/null | tr -d '\0' | head -c 100)
+lab_check "after the VM, L1 reads L2's marker through the PF's namespace" grep -q "PASSAGE-L2-WROTE-$$" <<<"$sector1"
+lab_eq "the claim stays after the VM ends" active "$("$bin/passage" claims --json 2>/dev/null | jq -r --arg c "$claim" '.[] | select(.id == $c) | .state')"
+lab_check "passage release $claim" "$bin/passage" release "$claim"
+if ! lab_eq "release put the VF back on nvme" nvme "$(lab_driver $vf)"; then
+    "$bin/passage" claims --json | jq -c '.[]' | sed 's/^/# claim| /'
+    tail -n 30 "$LAB_OUT/passaged.log" | sed 's/^/# passaged| /'
+    dmesg | tail -n 20 | sed 's/^/# dmesg| /'
+fi
+l2_read=$(tr -d '\r' <"$console" | sed -n 's/^L2-READ //p' | tail -n1)
+kill -TERM "$LAB_PASSAGED_PID"; wait "$LAB_PASSAGED_PID" 2>/dev/null
+
+# ---- the reference: QEMU with the same VF, kernel, initramfs and command line ----------------
+vfio_dev=$(lab_vfio_bind "$vf") || lab_fatal "could not bind $vf to vfio-pci for QEMU: $vfio_dev"
+qlog=$LAB_OUT/qemu-l2.log
+t0=$EPOCHREALTIME
+{
+    timeout -k 5 180 qemu-system-x86_64 -enable-kvm -cpu host -M q35 -m 256M -smp 1 \
+        -nodefaults -no-user-config -display none -no-reboot -serial stdio \
+        -kernel "$LAB_KERNEL" -initrd "$LAB_L2_INITRD" -append "$cmdline" \
+        -device vfio-pci,host="$vf" </dev/null 2>&1
+} | while IFS= read -r line; do
+    [[ $line == *L2-SECTOR* && ! -e $qlog.t ]] && echo "$EPOCHREALTIME" >"$qlog.t"
+    printf '%s\n' "$line"
+done >"$qlog"
+lab_check "QEMU's L2 read the marker through the VF" grep -aq 'L2-RESULT rc=0' "$qlog"
+qemu_s=$( [[ -s $qlog.t ]] && awk -v a="$t0" -v b="$(cat "$qlog.t")" 'BEGIN { printf "%.2f", b - a }')
+echo 1 >/proc/sys/vm/drop_caches
+t0=$EPOCHREALTIME
+dd if="$ns" of=/dev/null bs=1M iflag=direct 2>/dev/null
+l1_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+bytes=$(( $(cat /sys/block/$(basename "$ns")/size) * 512 ))
+lab_timing "passthrough_vm_start_returned_s=$started_s passthrough_start_to_marker_passage_s=$passage_s passthrough_start_to_marker_qemu_s=${qemu_s:-?} ratio=$(awk -v a="$passage_s" -v b="${qemu_s:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "?" }')"
+l2_bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$l2_read") l2_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$l2_read")
+lab_timing "passthrough_read_MBps_l2=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') passthrough_read_MBps_l1=$(awk -v n="$bytes" -v s="$l1_s" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') ratio=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" -v m="$bytes" -v t="$l1_s" 'BEGIN { if (s > 0 && t > 0 && m > 0) printf "%.3f", (n / s) / (m / t); else print "?" }') (${l2_bytes:-?} bytes in ${l2_secs:-?} s in L2, $bytes in $l1_s s in L1)"
 lab_done
