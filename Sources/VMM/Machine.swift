@@ -147,6 +147,11 @@ public final class Machine: @unchecked Sendable {
         return control.exit!
     }
 
+    /// Passthrough set-up time and its DMA-mapping part, in nanoseconds (nil without devices).
+    public var passthroughTimes: (setup: Int64, dmaMap: Int64)? {
+        passthrough.map { ($0.setupNanoseconds, $0.dmaMapNanoseconds) }
+    }
+
     /// A warning on standard error (the VM goes on).
     static func warn(_ message: String) {
         let line = Array("passage-vmm: warning: \(message)\n".utf8)

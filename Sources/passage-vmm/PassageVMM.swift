@@ -35,7 +35,8 @@ enum PassageVMM {
                 let ready = Clock.now()
                 let exec = Clock.processStart()
                 let execText = exec.map { "\(Int((started - $0) * 1000))" } ?? "?"
-                printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))")
+                printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))"
+                           + (machine.passthroughTimes.map { " passthrough_setup_ms=\($0.setup / 1_000_000) dma_map_ms=\($0.dmaMap / 1_000_000)" } ?? ""))
             }
             end = try machine.run()
         } catch {
