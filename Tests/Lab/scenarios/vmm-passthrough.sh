@@ -12,6 +12,8 @@
 #   LAB-TIMING passthrough_start_to_marker_{passage,qemu}_s ratio   (goal ≤ 0.6)
 #   LAB-TIMING passthrough_read_MBps_{l2,l1} ratio                  (goal ≥ 0.9)
 # LAB_ARG_VMM_ONLY=1: only the standalone passage-vmm boot with the VF (debugging).
+# LAB_ARG_DEMO=1 (scripts/run.sh): the daemon flow only, each step announced, the guest's console
+# shown as it runs; no QEMU reference, no benchmarks.
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
@@ -56,13 +58,19 @@ if [[ -n ${LAB_ARG_VMM_ONLY:-} ]]; then
     lab_done
 fi
 # ---- through the daemon ---------------------------------------------------------------------
+demo=${LAB_ARG_DEMO:-}
+say() { [[ -n $demo ]] && printf '\n>>> %s\n' "$*"; return 0; }
+say "starting passaged (the Passage daemon) in the lab VM; it finds the emulated SR-IOV NVMe controller $pf"
 sock=/run/passage/passage.sock state=/tmp/passage-state
 export PASSAGE_SOCKET=$sock
 lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+[[ -n $demo ]] && { "$bin/passage" devices; "$bin/passage" groups; }
+say "passage vf create $pf --count 1 --nvme-queues 2 --nvme-interrupts 1 --driver nvme   (a VF, its secondary controller provisioned and online)"
 "$bin/passage" vf create $pf --count 1 --nvme-queues 2 --nvme-interrupts 1 --driver nvme | sed 's/^/# /'
 lab_eq "passaged created and provisioned the VF; it runs on nvme in L1" nvme "$(lab_driver $vf)"
 
 console=$state/vms/l2/console.log
+say "passage vm start l2 --device $vf …   (claims the VF: onto vfio-pci; passage-vmm boots a guest with it)"
 t0=$EPOCHREALTIME
 out=$("$bin/passage" vm start l2 --device $vf --kernel "$LAB_KERNEL" --initrd "$LAB_L2_INITRD" --memory 256M \
     --cmdline "$cmdline lab.write=PASSAGE-L2-WROTE-$$ lab.readbench=1" 2>&1); rc=$?
@@ -83,7 +91,12 @@ mkfifo /tmp/vmm-passthrough.nap; exec {napfd}<>/tmp/vmm-passthrough.nap
 until marker_seen || (( ${EPOCHREALTIME/./} - ${t0/./} > 120000000 )); do read -r -t 0.05 -u "$napfd" _; done
 passage_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 vm_state_is() { [[ $("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | "\(.state) \(.exitStatus)"') == "$1" ]]; }
+if [[ -n $demo ]]; then
+    say "the guest's console (its nvme driver runs the VF: MSI-X interrupts, a sector read, a sector written)"
+    tail -n +1 -f "$console" & tailpid=$!
+fi
 lab_check "the guest powers off: VM l2 stopped, exit 0" lab_wait_for 120 vm_state_is "stopped 0"
+[[ -n $demo ]] && { sleep 0.5; kill $tailpid; wait $tailpid 2>/dev/null; "$bin/passage" vm list; }
 tr -d '\r' <"$console" | grep -a '^L2-\|nvme\|PCI\|pci 0000' | sed 's/^/L2 daemon| /' | head -n 40
 sed 's/^/# vmm.log| /' $state/vms/l2/vmm.log
 lab_check "L2 read the marker through the VF" grep -aq 'L2-RESULT rc=0' "$console"
@@ -93,6 +106,7 @@ lab_check "L2 wrote its marker (L2-WRITE rc=0)" grep -aq 'L2-WRITE rc=0' "$conso
 sector1=$(dd if="$ns" bs=512 skip=1 count=1 iflag=direct 2>/dev/null | tr -d '\0' | head -c 100)
 lab_check "after the VM, L1 reads L2's marker through the PF's namespace" grep -q "PASSAGE-L2-WROTE-$$" <<<"$sector1"
 lab_eq "the claim stays after the VM ends" active "$("$bin/passage" claims --json 2>/dev/null | jq -r --arg c "$claim" '.[] | select(.id == $c) | .state')"
+say "passage release $claim   (the VF goes back to the driver it had)"
 lab_check "passage release $claim" "$bin/passage" release "$claim"
 if ! lab_eq "release put the VF back on nvme" nvme "$(lab_driver $vf)"; then
     "$bin/passage" claims --json | jq -c '.[]' | sed 's/^/# claim| /'
@@ -101,6 +115,10 @@ if ! lab_eq "release put the VF back on nvme" nvme "$(lab_driver $vf)"; then
 fi
 l2_read=$(tr -d '\r' <"$console" | sed -n 's/^L2-READ //p' | tail -n1)
 kill -TERM "$LAB_PASSAGED_PID"; wait "$LAB_PASSAGED_PID" 2>/dev/null
+if [[ -n $demo ]]; then
+    say "done: the guest used the VF through passage-vmm; passaged kept the claim until it was released"
+    lab_done
+fi
 
 # ---- the reference: QEMU with the same VF, kernel, initramfs and command line ----------------
 vfio_dev=$(lab_vfio_bind "$vf") || lab_fatal "could not bind $vf to vfio-pci for QEMU: $vfio_dev"
