@@ -5,7 +5,7 @@
 # Prints per target: executions, crashes; a crash leaves its input as Fuzz/crashes/TARGET-*
 # (turn each into a regression test). Exit 1 when any target crashed.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: pci-address toml vm-config-json
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: pci-address toml vm-config-json pci-passthrough
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/env.sh
@@ -14,8 +14,9 @@ declare -A sources=(
     [pci-address]="Fuzz/FuzzPCIAddress.swift Sources/HostPCI/PCIAddress.swift Sources/HostPCI/HostPCIError.swift Sources/HostPCI/SysfsRoot.swift"
     [toml]="Fuzz/FuzzTOML.swift Sources/PassageDaemon/Policy/TOML.swift"
     [vm-config-json]="Fuzz/FuzzStrictJSON.swift Sources/VMM/StrictJSON.swift"
+    [pci-passthrough]="Fuzz/FuzzPCIPassthrough.swift Sources/VMM/PCI/PassthroughConfigSpace.swift Sources/VMM/PCI/MSIXTable.swift"
 )
-targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json)
+targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json pci-passthrough)
 out=.build/fuzz
 mkdir -p "$out" Fuzz/crashes
 status=0
