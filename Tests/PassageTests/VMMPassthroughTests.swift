@@ -167,7 +167,7 @@ struct PassthroughConfigSpaceTests {
     @Test("a seeded storm of random accesses never reaches identity, BAR, ROM or hidden registers of the device")
     func randomAccesses() {
         let (dev, c) = make()
-        var rng = SplitMix(seed: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         for _ in 0..<20_000 {
             let size = [1, 2, 4, 3, 8][Int(rng.next() % 5)]
             let offset = Int(rng.next() % 0x1100) - 8
@@ -182,18 +182,6 @@ struct PassthroughConfigSpaceTests {
             #expect(!forbidden.contains { $0.overlaps(w.offset..<(w.offset + w.size)) }, "write reached 0x\(String(w.offset, radix: 16))")
         }
         #expect(c.read(offset: 0, size: 4) == 0x0010_1B36)
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 
