@@ -26,6 +26,8 @@ int passage_nvme_admin(int fd, struct nvme_admin_cmd *cmd) {
 /* The structs Swift reads and writes field by field (x86-64 layouts of linux/kvm.h). */
 _Static_assert(sizeof(struct kvm_userspace_memory_region) == 32, "kvm_userspace_memory_region");
 _Static_assert(sizeof(struct kvm_regs) == 144, "kvm_regs");
+_Static_assert(sizeof(struct kvm_create_device) == 12, "kvm_create_device");
+_Static_assert(sizeof(struct kvm_device_attr) == 24, "kvm_device_attr");
 _Static_assert(sizeof(struct kvm_segment) == 24, "kvm_segment");
 _Static_assert(sizeof(struct kvm_dtable) == 16, "kvm_dtable");
 _Static_assert(sizeof(struct kvm_sregs) == 312, "kvm_sregs");
@@ -67,6 +69,8 @@ const unsigned long passage_KVM_SET_GSI_ROUTING = KVM_SET_GSI_ROUTING;
 const unsigned long passage_KVM_IRQFD = KVM_IRQFD;
 const unsigned long passage_KVM_IOEVENTFD = KVM_IOEVENTFD;
 const unsigned long passage_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+const unsigned long passage_KVM_CREATE_DEVICE = KVM_CREATE_DEVICE;
+const unsigned long passage_KVM_SET_DEVICE_ATTR = KVM_SET_DEVICE_ATTR;
 const unsigned long passage_KVM_ENABLE_CAP = KVM_ENABLE_CAP;
 const unsigned long passage_KVM_RUN = KVM_RUN;
 const unsigned long passage_KVM_GET_REGS = KVM_GET_REGS;

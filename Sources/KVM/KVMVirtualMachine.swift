@@ -182,6 +182,34 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         return try KVMSyscall.ioctl(fd, passage_KVM_SIGNAL_MSI, "KVM_SIGNAL_MSI", &m) > 0
     }
 
+    // MARK: devices
+
+    /// `KVM_CREATE_DEVICE` of type `KVM_DEV_TYPE_VFIO` and `KVM_DEV_VFIO_GROUP_ADD` for each VFIO
+    /// group fd: KVM learns which groups the VM's devices are in (it keeps their IOMMU domains'
+    /// cache coherency and lets the groups' devices be used with this VM). Returns the device fd
+    /// (the caller closes it when the VM goes).
+    public func addVFIOGroups(_ groupFDs: [Int32]) throws(KVMError) -> Int32 {
+        var create = kvm_create_device()
+        create.type = UInt32(KVM_DEV_TYPE_VFIO.rawValue)
+        _ = try KVMSyscall.ioctl(fd, passage_KVM_CREATE_DEVICE, "KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO)", &create)
+        let device = Int32(create.fd)
+        for g in groupFDs {
+            var groupFD = g
+            let r: Int = withUnsafeMutablePointer(to: &groupFD) { p in
+                var attr = kvm_device_attr()
+                attr.group = UInt32(KVM_DEV_VFIO_GROUP)
+                attr.attr = UInt64(KVM_DEV_VFIO_GROUP_ADD)
+                attr.addr = UInt64(UInt(bitPattern: p))
+                return withUnsafeMutablePointer(to: &attr) { passage_kvm_ioctl(device, passage_KVM_SET_DEVICE_ATTR, UnsafeMutableRawPointer($0)) }
+            }
+            if r < 0 {
+                Glibc.close(device)
+                throw KVMError.call("KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP_ADD)", errno: Int32(-r))
+            }
+        }
+        return device
+    }
+
     // MARK: vCPUs
 
     /// `KVM_CREATE_VCPU` with `id` (the initial APIC id), and maps its `kvm_run`.

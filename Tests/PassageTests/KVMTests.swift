@@ -231,6 +231,20 @@ struct KVMTests {
         #expect(kvm.check(.irqchip) == 0)
     }
 
+    @Test("the KVM–VFIO device: created, and a descriptor that is not a VFIO group is refused by name")
+    func vfioDevice() throws {
+        let kvm = try KVMSystem()
+        let vm = try kvm.createVM()
+        let notAGroup = try EventFD()
+        let e = #expect(throws: KVMError.self) { _ = try vm.addVFIOGroups([notAGroup.fd]) }
+        // This machine's KVM may lack the device (then KVM_CREATE_DEVICE fails); where it has it, the
+        // group add fails (EBADF/EINVAL: an eventfd is no VFIO group).
+        #expect(e?.message.hasPrefix("KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO): ") == true
+                || e?.message.hasPrefix("KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP_ADD): ") == true, "\(String(describing: e))")
+        let device = try? vm.addVFIOGroups([])
+        if let device { #expect(device >= 0); close(device) }
+    }
+
     @Test("a failed ioctl names itself and its errno")
     func errnoNamed() throws {
         let kvm = try KVMSystem()

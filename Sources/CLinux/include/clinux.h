@@ -45,6 +45,8 @@ extern const unsigned long passage_KVM_SET_GSI_ROUTING;
 extern const unsigned long passage_KVM_IRQFD;
 extern const unsigned long passage_KVM_IOEVENTFD;
 extern const unsigned long passage_KVM_SIGNAL_MSI;
+extern const unsigned long passage_KVM_CREATE_DEVICE;
+extern const unsigned long passage_KVM_SET_DEVICE_ATTR;
 extern const unsigned long passage_KVM_ENABLE_CAP;
 /* vCPU fd: */
 extern const unsigned long passage_KVM_RUN;

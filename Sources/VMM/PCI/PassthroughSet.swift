@@ -13,6 +13,8 @@ final class PassthroughSet {
     let container: VFIOContainer
     private(set) var groups: [Int: VFIOGroup] = [:]
     private(set) var devices: [PassthroughDevice] = []
+    /// The KVM–VFIO pseudo device that tells KVM the VM's groups (-1 if KVM has none).
+    private(set) var kvmVFIODevice: Int32 = -1
     /// How long set-up took, and the part of it that pinned and mapped guest RAM (nanoseconds).
     private(set) var setupNanoseconds: Int64 = 0
     private(set) var dmaMapNanoseconds: Int64 = 0
@@ -41,6 +43,9 @@ final class PassthroughSet {
             }
             dmaMapNanoseconds = MachineTimeline.now() - t1
         } catch { throw VMMError(error) }
+        do { kvmVFIODevice = try vm.addVFIOGroups(groups.keys.sorted().map { groups[$0]!.fd }) } catch {
+            report("KVM has no VFIO device (\(error.message)); the devices work, but KVM cannot account for non-coherent DMA")
+        }
         var nextMemory = Self.memoryWindow.lowerBound, nextPort = Self.portWindow.lowerBound
         for a in addresses {
             let vfio: VFIODevice
@@ -73,6 +78,8 @@ final class PassthroughSet {
         }
         return n
     }
+
+    deinit { if kvmVFIODevice >= 0 { close(kvmVFIODevice) } }
 
     static func readLinkBase(_ path: String) -> String? {
         var buf = [CChar](repeating: 0, count: 4096)

@@ -82,6 +82,10 @@ lab_eq "passage vm start l2 --device $vf" 0 "$rc"
 claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .claim')
 lab_check "the VM holds a claim ($claim)" test -n "$claim" -a "$claim" != null
 lab_eq "the VF was claimed onto vfio-pci" vfio-pci "$(lab_driver $vf)"
+vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .pid')
+fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null)
+lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" \
+    test -n "$(grep -o 'anon_inode:kvm-vfio' <<<"$fds")" -a -n "$(grep -o '/dev/vfio/vfio' <<<"$fds")"
 rel=$("$bin/passage" release "$claim" 2>&1); rc=$?
 echo "# release while running: rc=$rc $rel"
 lab_check "releasing the claim while the VM runs is refused (in use by VM l2)" test "$rc" -ne 0 -a -n "$(grep -o "in use by VM l2" <<<"$rel")"
