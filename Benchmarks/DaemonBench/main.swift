@@ -124,7 +124,7 @@ if wanted("claims") {
 let probeDir = state + ".fsync-probe"
 try? FileManager.default.removeItem(atPath: probeDir)
 let probe = try Store(directory: probeDir)
-let commits = 400
+let commits = 1000
 let c0 = now()
 for i in 0..<(commits / 2) {
     let id = try probe.beginIntent(kind: "probe", payload: "\(i)", now: 0)
@@ -135,10 +135,12 @@ try? FileManager.default.removeItem(atPath: probeDir)
 say(String(format: "\nfsync'd store commits alone: %.0f per s → at most %.0f claim+release/s (4 commits each)", commitRate, commitRate / 4))
 
 say("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
+// At least 400 claim+release per client count (one client alone makes 400), so that the rate is not noise.
 let claimsPerClient = max(perClient / 10, 5)
 for clients in [1, 16, 64] {
-    let (rps, p50, p99, failed) = measure(clients: clients, iterations: claimsPerClient) { client, c, i in
-        let vf = claimable[(c * claimsPerClient + i) % claimable.count]
+    let iterations = max(claimsPerClient, 400 / clients)
+    let (rps, p50, p99, failed) = measure(clients: clients, iterations: iterations) { client, c, i in
+        let vf = claimable[(c * iterations + i) % claimable.count]
         guard let r = try? client.request("POST", "/v1/claims", body: Array(#"{"owner":"bench-\#(c)","devices":["\#(vf)"]}"#.utf8)),
               r.status == 201, let claim = try? JSONDecoder().decode(ClaimInfo.self, from: Data(r.body)) else { return false }
         return (try? client.request("DELETE", "/v1/claims/\(claim.id)"))?.status == 200
