@@ -174,7 +174,13 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
         (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Like sysfs, the value is there at once and nothing waits for a disk: a plain write(2), not
+    /// `Data.write`, which fsyncs (two fsyncs per claim+release, more than the daemon's own store).
     private func writeFile(_ path: String, _ text: String) {
-        try? Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
     }
 }
