@@ -106,7 +106,7 @@ extension ClaimService {
 
     /// Removes every VF of `pf` under an intent, refusing while a claim holds one (the caller serializes).
     func removeVFsNow(pf: PCIAddress) throws -> VFOperationInfo {
-        let holds = try store.groupHolds()
+        let holds = try groupHolds()
         let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
         let snapshot = try inventory.current()
         for vf in vfs {
