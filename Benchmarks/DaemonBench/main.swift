@@ -134,18 +134,22 @@ let commitRate = Double(commits) / (now() - c0)
 try? FileManager.default.removeItem(atPath: probeDir)
 say(String(format: "\nfsync'd store commits alone: %.0f per s → at most %.0f claim+release/s (4 commits each)", commitRate, commitRate / 4))
 
-say("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; every claim is an fsync'd SQLite transaction pair plus sysfs writes):")
+say("\nPOST /v1/claims + DELETE /v1/claims/ID (one VF each; a claim and a release are each an intent and a done write, durable before sysfs and before the answer, plus sysfs writes; concurrent requests share fsyncs):")
 // At least 400 claim+release per client count (one client alone makes 400), so that the rate is not noise.
 let claimsPerClient = max(perClient / 10, 5)
 for clients in [1, 16, 64] {
     let iterations = max(claimsPerClient, 400 / clients)
+    let commitsBefore = daemon.store.commitCounts
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: iterations) { client, c, i in
         let vf = claimable[(c * iterations + i) % claimable.count]
         guard let r = try? client.request("POST", "/v1/claims", body: Array(#"{"owner":"bench-\#(c)","devices":["\#(vf)"]}"#.utf8)),
               r.status == 201, let claim = try? JSONDecoder().decode(ClaimInfo.self, from: Data(r.body)) else { return false }
         return (try? client.request("DELETE", "/v1/claims/\(claim.id)"))?.status == 200
     }
-    say(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d  (%.0f%% of the fsync bound)", clients, rps, p50, p99, failed, rps / (commitRate / 4) * 100))
+    let commitsAfter = daemon.store.commitCounts
+    let (commits, writes) = (commitsAfter.commits - commitsBefore.commits, commitsAfter.writes - commitsBefore.writes)
+    say(String(format: "  %2d clients: %8.1f claim+release/s  p50 %7.2f ms  p99 %7.2f ms  failures %d  (%.0f%% of the fsync bound; %d writes in %d commits, %.1f per fsync)",
+               clients, rps, p50, p99, failed, rps / (commitRate / 4) * 100, writes, commits, Double(writes) / Double(max(commits, 1))))
 }
 
 }
