@@ -193,10 +193,10 @@ public final class ClaimService: @unchecked Sendable {
     }
 
     /// Binds a recorded claim's functions (on the change queue); on failure puts back what moved.
+    /// The inventory re-reads the functions the bind changed (all of them after a failure).
     private func bindClaim(_ plan: ClaimPlan) throws {
         let binder = DriverBinder(root: root, writer: writer)
         let addresses = plan.members.compactMap { try? PCIAddress(parsing: $0.address) }
-        defer { _ = try? inventory.refresh(addresses) }
         var done: [DriverBinder.Change] = []
         do {
             for a in addresses {
@@ -205,10 +205,12 @@ public final class ClaimService: @unchecked Sendable {
             }
         } catch {
             for c in done.reversed() { binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride) }
+            _ = try? inventory.refresh(addresses)
             let undone = done.map(\.address.description)
             let note = undone.isEmpty ? "" : "; \(undone.joined(separator: ", ")) \(undone.count == 1 ? "was" : "were") put back too"
             throw HostPCIError(code: error.code, message: error.message + note, errno: error.errno)
         }
+        if !done.isEmpty { _ = try? inventory.refresh(done.map(\.address)) }
     }
 
     /// IOMMU group → the claim holding it, with the groups of claims decided and not yet recorded.
@@ -336,8 +338,8 @@ public final class ClaimService: @unchecked Sendable {
         let intent = try await store.commit { tx throws(StoreError) in try tx.beginRelease(id: id, now: started) }
         let devices = claim.devices
         let problems = try await serialized { () -> [String] in
-            let problems = self.restoreDevices(devices)
-            _ = try? self.inventory.refresh(devices.compactMap { try? PCIAddress(parsing: $0.address) })
+            let (problems, touched) = self.restoreDevices(devices)
+            if !touched.isEmpty { _ = try? self.inventory.refresh(touched) }
             return problems
         }
         claim.state = .released
@@ -351,16 +353,23 @@ public final class ClaimService: @unchecked Sendable {
         return released
     }
 
-    /// Puts each device back on the driver it had (idempotent); returns what could not be done.
-    func restoreDevices(_ devices: [Store.ClaimDevice]) -> [String] {
+    /// Puts each device back on the driver it had (idempotent); returns what could not be done and
+    /// the functions it changed or tried to (the ones the inventory must re-read).
+    func restoreDevices(_ devices: [Store.ClaimDevice]) -> (problems: [String], touched: [PCIAddress]) {
         let binder = DriverBinder(root: root, writer: writer)
         var problems: [String] = []
+        var touched: [PCIAddress] = []
         for d in devices {
             guard let a = try? PCIAddress(parsing: d.address) else { continue }
             guard SysfsRoot.exists(root.devicePath(a)) else { problems.append("\(a) is no longer present"); continue }
-            do { _ = try binder.restore(a, to: d.previousDriver, override: d.previousOverride) } catch { problems.append(error.message) }
+            do {
+                if try binder.restore(a, to: d.previousDriver, override: d.previousOverride).changed { touched.append(a) }
+            } catch {
+                problems.append(error.message)
+                touched.append(a)
+            }
         }
-        return problems
+        return (problems, touched)
     }
 
     // MARK: start-up
@@ -389,7 +398,7 @@ public final class ClaimService: @unchecked Sendable {
                         guard let a = try? PCIAddress(parsing: d.address) else { return false }
                         return DriverBinder(root: root, writer: writer).currentDriver(a) != d.previousDriver
                             || DriverBinder(root: root, writer: writer).currentOverride(a) != d.previousOverride
-                    })
+                    }).problems
                     try store.failClaim(id: id, intent: intent.id, error: "rolled back at start-up: passaged stopped while binding" + (problems.isEmpty ? "" : " (\(problems.joined(separator: "; ")))"), now: Self.now())
                     report.rolledBack.append(id)
                     events.publish("claim-failed", claimId: id, message: "claim \(id) rolled back at start-up")
@@ -398,7 +407,7 @@ public final class ClaimService: @unchecked Sendable {
                 }
             case "release":
                 if let id = intent.claimID, let claim = try store.claim(id: id) {
-                    let problems = restoreDevices(claim.devices)
+                    let problems = restoreDevices(claim.devices).problems
                     try store.finishRelease(id: id, intent: intent.id, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
                     report.finished.append(id)
                     events.publish("claim-released", claimId: id, message: "claim \(id) release finished at start-up")
