@@ -76,20 +76,21 @@ final class GroupCommitter: @unchecked Sendable {
     }
 
     private func commit(_ batch: [Write]) {
+        // Statements through query(): prepared once, not parsed again for every write.
         var errors = [StoreError?](repeating: nil, count: batch.count)
         do throws(StoreError) {
-            try db.execute("BEGIN IMMEDIATE")
+            try db.query("BEGIN IMMEDIATE")
             for (i, w) in batch.enumerated() {
-                try db.execute("SAVEPOINT write")
+                try db.query("SAVEPOINT write")
                 do throws(StoreError) {
                     try w.apply(db)
                 } catch {
                     errors[i] = error
-                    try db.execute("ROLLBACK TO write")
+                    try db.query("ROLLBACK TO write")
                 }
-                try db.execute("RELEASE write")
+                try db.query("RELEASE write")
             }
-            try db.execute("COMMIT")
+            try db.query("COMMIT")
         } catch {
             // Nothing of the batch is on disk: every write fails (with its own error if it had one).
             try? db.execute("ROLLBACK")
