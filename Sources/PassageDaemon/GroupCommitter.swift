@@ -37,6 +37,9 @@ final class GroupCommitter: @unchecked Sendable {
 
     var counts: Counts { lock.withLock { _counts } }
 
+    /// Writes queued for the next commit (not the one running).
+    var waitingCount: Int { lock.withLock { waiting.count } }
+
     /// Queues a write; starts a commit at once unless one is running (the write then goes with the next).
     func submit(_ w: Write) {
         let start = lock.withLock { () -> Bool in

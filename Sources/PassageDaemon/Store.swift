@@ -15,7 +15,7 @@ import Foundation
 public final class Store: @unchecked Sendable {
     private let reader: SQLiteConnection
     private let readLock = NSLock()
-    private let committer: GroupCommitter
+    let committer: GroupCommitter
     public let path: String
 
     /// Schema migrations, in order; `PRAGMA user_version` records how many have run.
