@@ -47,16 +47,11 @@ import SysfsFixtures
         }
     }
 
-    static func daemon(_ h: DaemonHarness, writer: any SysfsWriter) throws -> Daemon {
-        try Daemon(stateDirectory: h.stateDir, root: h.fixture.root, writer: writer,
-                   usage: HostUsage(root: h.fixture.root, mountInfoPath: "/nonexistent", swapsPath: "/nonexistent", addresses: { _ in [] }))
-    }
-
     @Test func everySysfsWriteFollowsADurableIntentAndEveryAnswerADurableDone() async throws {
         let h = try DaemonHarness(extraGroups: 8)
         defer { h.cleanup() }
         let witness = IntentWitness(inner: h.kernel, observer: try Store(directory: h.stateDir))
-        h.daemon = try Self.daemon(h, writer: witness)
+        h.daemon = try DaemonHarness.makeDaemon(h.stateDir, h.fixture, witness)
         try await h.start()
         let before = try h.hostState()
         let observer = witness.observer
