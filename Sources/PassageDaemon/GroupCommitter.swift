@@ -28,6 +28,8 @@ final class GroupCommitter: @unchecked Sendable {
     private let queue = DispatchQueue(label: "passage.store.commit")
     private let lock = NSLock()
     private var waiting: [Write] = []
+    /// A commit is running or about to (on the commit queue, or inline for a blocking writer): only
+    /// the one who set it uses the connection.
     private var draining = false
     private var _counts = Counts()
     /// A bound on one transaction, so one batch's completions are not held back by a huge backlog.
@@ -50,17 +52,34 @@ final class GroupCommitter: @unchecked Sendable {
         if start { queue.async { self.drain() } }
     }
 
-    /// Queues a write and blocks the calling thread until it is durable. Never call it on the commit queue.
+    /// Runs a write and blocks the calling thread until it is durable. When no commit is running the
+    /// write is committed right here, as a lone writer did before group commit (no hop to the commit
+    /// queue); else it joins the next batch. Never call it on the commit queue.
     func submitAndWait(_ apply: @escaping @Sendable (SQLiteConnection) throws(StoreError) -> Void) throws(StoreError) {
         dispatchPrecondition(condition: .notOnQueue(queue))
         final class Outcome: @unchecked Sendable { var error: StoreError? }
         let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        submit(Write(apply: apply, finish: { error in
-            outcome.error = error
-            done.signal()
-        }))
-        done.wait()
+        let idle = lock.withLock { () -> Bool in
+            if draining { return false }
+            draining = true
+            return true
+        }
+        if idle {
+            commit([Write(apply: apply, finish: { outcome.error = $0 })])
+            // Writes that came meanwhile waited for this commit: the commit queue takes them on.
+            let more = lock.withLock { () -> Bool in
+                if waiting.isEmpty { draining = false }
+                return draining
+            }
+            if more { queue.async { self.drain() } }
+        } else {
+            let done = DispatchSemaphore(value: 0)
+            submit(Write(apply: apply, finish: { error in
+                outcome.error = error
+                done.signal()
+            }))
+            done.wait()
+        }
         if let error = outcome.error { throw error }
     }
 

@@ -4,7 +4,7 @@ import Testing
 
 /// The store's group commit, driven directly: a write held open inside its commit lets a test
 /// queue others behind it and know exactly which batch each one lands in.
-@Suite struct StoreGroupCommitTests {
+@Suite(.timeLimit(.minutes(1))) struct StoreGroupCommitTests {
     /// Holds a write inside the running commit until opened.
     final class Gate: @unchecked Sendable {
         private let lock = NSLock()
@@ -123,6 +123,28 @@ import Testing
         // Intent ids are handed out in the order writes run, so completions in commit order see them rising.
         #expect(order.ids.count == 64)
         #expect(order.ids == order.ids.sorted())
+    }
+
+    @Test func aBlockingWriteCommitsInlineWhenIdleAndHandsOnWhatQueuedBehindIt() async throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try Store(directory: dir)
+        let base = store.commitCounts
+        let gate = Gate()
+        // A lone blocking writer commits on its own thread; held there, the next writes queue.
+        let inline = Task { try await blocking { try store.write { tx throws(StoreError) in
+            gate.hold()
+            return try tx.insertIntent(kind: "test", claimID: nil, payload: "inline", now: 1)
+        } } }
+        try await until("the blocking write runs") { gate.entered }
+        let queued = Task { try await store.commit { tx throws(StoreError) in try tx.insertIntent(kind: "test", claimID: nil, payload: "queued", now: 2) } }
+        let blocked = Task { try await blocking { try store.beginIntent(kind: "test", payload: "blocked", now: 3) } }
+        try await until("two writes wait") { store.committer.waitingCount == 2 }
+        gate.open()
+        // The commit queue takes over what waited (else these would never return).
+        let ids = [try await inline.value, try await queued.value, try await blocked.value]
+        #expect(ids[0] < ids[1] && ids[0] < ids[2])
+        #expect(store.commitCounts.commits - base.commits == 2 && store.commitCounts.writes - base.writes == 3)
+        #expect(try Store(directory: dir).pendingIntents().map(\.payload).sorted() == ["blocked", "inline", "queued"])
     }
 
     @Test func blockingWritesFromManyThreadsAllLand() async throws {
