@@ -186,7 +186,7 @@ public final class ClaimService: @unchecked Sendable {
                                                  requested: requested.contains { $0.address == m.address }))
             }
         }
-        let id = "c-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        let id = randomID("c-")
         flight.reserve(groupsSeen, for: id)
         let requestJSON = String(decoding: (try? StreamingJSONEncoder(pretty: false).encode(r)) ?? [], as: UTF8.self)
         return .new(ClaimPlan(id: id, request: requestJSON, createdAt: Self.now(), members: members, groups: groupsSeen.sorted()))
@@ -466,4 +466,11 @@ extension ClaimInfo {
                   members: c.devices.map { .init(address: $0.address, iommuGroup: $0.iommuGroup, previousDriver: $0.previousDriver, requested: $0.requested) },
                   groups: c.groups, createdAt: time(c.createdAt), updatedAt: time(c.updatedAt), error: c.error)
     }
+}
+
+/// An id for a claim (`c-`) or an operation (`op-`): the prefix and 12 random hex digits (48 bits,
+/// as the first 12 digits of a UUID gave), made without Foundation's string bridging.
+func randomID(_ prefix: String) -> String {
+    let hex = String(UInt64.random(in: 0..<(1 << 48)), radix: 16)
+    return prefix + String(repeating: "0", count: 12 - hex.count) + hex
 }

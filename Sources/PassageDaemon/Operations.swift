@@ -14,7 +14,7 @@ public final class OperationRegistry: @unchecked Sendable {
     init(events: EventHub) { self.events = events }
 
     func start(kind: String, target: String) -> String {
-        let id = "op-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        let id = randomID("op-")
         lock.withLock {
             operations[id] = OperationInfo(id: id, kind: kind, state: "running", target: target, progress: [], error: nil, result: nil)
             order.append(id)
