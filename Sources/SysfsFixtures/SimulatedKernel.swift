@@ -156,9 +156,8 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     /// The kernel's `pci_device_can_probe`: a VF whose PF has `sriov_drivers_autoprobe` off is
     /// probed only by the driver its `driver_override` names (a bind without one fails with ENODEV).
     private func canProbe(_ a: PCIAddress) -> Bool {
-        guard let dir = fixture.devicePath(a),
-              let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/physfn") else { return true }
-        let pfDir = target.hasPrefix("/") ? target : URL(fileURLWithPath: dir).appendingPathComponent(target).standardized.path
+        guard let dir = fixture.devicePath(a), let target = SysfsFixture.readLink(dir + "/physfn") else { return true }
+        let pfDir = "/" + SysfsFixture.components(target.hasPrefix("/") ? target : dir + "/" + target).joined(separator: "/")
         return readFile(pfDir + "/sriov_drivers_autoprobe") != "0" || override(of: a) != nil
     }
 
