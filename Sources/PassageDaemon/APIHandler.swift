@@ -253,7 +253,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
     /// Devices a claim holds are changed through the claim, not behind its back.
     func checkNotClaimed(_ a: PCIAddress) throws {
         guard let g = try inventory.current().devices.first(where: { $0.address == a })?.iommuGroup,
-              let holder = try claims.store.groupHolds()[g] else { return }
+              let holder = try claims.groupHolds()[g] else { return }
         throw APIError(409, "device-claimed", "\(a) is in IOMMU group \(g), held by claim \(holder); release the claim first")
     }
 

@@ -6,9 +6,14 @@ import SRIOV
 
 /// Claims: a consumer takes whole IOMMU groups, bound to vfio-pci, and gives them back.
 ///
-/// Every change runs on one serial queue (no two changes to the host at once, and blocking sysfs
-/// work never occupies Swift's cooperative threads), is recorded in the store before it touches
-/// sysfs, and is finished or undone at start-up (`reconcile`) if the daemon died in between.
+/// Every change to the host runs on one serial queue (no two changes to the host at once, and
+/// blocking sysfs work never occupies Swift's cooperative threads), is recorded in the store before
+/// it touches sysfs, and is finished or undone at start-up (`reconcile`) if the daemon died in between.
+///
+/// A claim or release takes the queue only for its sysfs work: deciding (and reading its groups),
+/// then binding or restoring. Its store writes are awaited off the queue, so while one waits for
+/// its fsync the queue serves the next request, and the writes of concurrent requests share
+/// fsyncs (the store's group commit). What is decided but not yet durable is kept in `flight`.
 public final class ClaimService: @unchecked Sendable {
     public let store: Store
     public let root: SysfsRoot
@@ -17,6 +22,7 @@ public final class ClaimService: @unchecked Sendable {
     public let events: EventHub
     public let usage: HostUsage
     private let queue = DispatchQueue(label: "passage.changes")
+    let flight = InFlight()
     private let readyLock = NSLock()
     private var _ready = false
 
@@ -51,12 +57,53 @@ public final class ClaimService: @unchecked Sendable {
     // MARK: create
 
     /// Creates a claim (or returns the one made earlier with the same idempotency key: `replayed`).
+    ///
+    /// Decide (on the change queue: the functions, their groups read once from sysfs, the safety
+    /// checks, the groups reserved in `flight`), record the intent (durable before sysfs is touched),
+    /// bind (on the change queue), mark it done (durable before the answer).
     public func create(_ r: ClaimRequest) async throws -> (claim: Store.ClaimRecord, replayed: Bool) {
         guard ready else {
             throw APIError(503, "reconciling", "passaged is still reconciling its state with the host after start-up; retry in a moment (GET /v1/health says when it is ready)")
         }
         try Self.validate(r)
-        return try await serialized { try self.createNow(r) }
+        // One create per idempotency key at a time: a retry that comes while the first is still
+        // binding waits for it, then finds its claim.
+        if let key = r.idempotencyKey { await flight.enter(key: key) }
+        defer { if let key = r.idempotencyKey { flight.leave(key: key) } }
+
+        let plan: ClaimPlan
+        switch try await serialized({ try self.planClaim(r) }) {
+        case let .existing(claim): return (claim, true)
+        case let .new(p): plan = p
+        }
+        let intent: Int64
+        do {
+            intent = try await store.commit { tx throws(StoreError) in
+                try tx.beginClaim(id: plan.id, owner: r.owner, idempotencyKey: r.idempotencyKey, request: plan.request,
+                                  devices: plan.members, now: plan.createdAt)
+            }
+            flight.unreserve(plan.groups)  // the store has the holds now
+        } catch {
+            flight.unreserve(plan.groups)
+            guard error.constraint else { throw APIError(error) }
+            throw APIError(409, "group-taken", "one of the IOMMU groups \(plan.groups) was taken by another claim at the same moment; retry")
+        }
+        do {
+            try await serialized { try self.bindClaim(plan) }
+        } catch {
+            let api = APIError(error)
+            let (id, owner) = (plan.id, r.owner)
+            _ = try? await store.commit({ tx throws(StoreError) in try tx.failClaim(id: id, intent: intent, error: api.message, now: Self.now()) },
+                                        whenDurable: { _ in self.events.publish("claim-failed", claimId: id, message: "claim \(id) for \(owner) failed: \(api.message)") })
+            throw api
+        }
+        let claim = Store.ClaimRecord(id: plan.id, owner: r.owner, idempotencyKey: r.idempotencyKey, state: .active, createdAt: plan.createdAt,
+                                      updatedAt: Self.now(), request: plan.request, error: nil, devices: plan.members.sorted { $0.address < $1.address })
+        try await store.commit({ tx throws(StoreError) in try tx.finishClaim(id: claim.id, intent: intent, now: claim.updatedAt) },
+                               whenDurable: { _ in
+                                   self.events.publish("claim-created", claimId: claim.id, message: "claim \(claim.id) for \(claim.owner): \(claim.devices.map(\.address).joined(separator: ", ")) (groups \(claim.groups.map(String.init).joined(separator: ", ")))")
+                               })
+        return (claim, false)
     }
 
     static func validate(_ r: ClaimRequest) throws {
@@ -74,17 +121,35 @@ public final class ClaimService: @unchecked Sendable {
         }
     }
 
-    private func createNow(_ r: ClaimRequest) throws -> (claim: Store.ClaimRecord, replayed: Bool) {
+    /// A claim decided on and not yet recorded.
+    struct ClaimPlan: Sendable {
+        var id: String
+        var request: String
+        var createdAt: Int64
+        /// Every function to bind, group by group (the one asked for first), with what it had before.
+        var members: [Store.ClaimDevice]
+        var groups: [Int]
+    }
+
+    enum PlanOutcome: Sendable {
+        /// Made earlier with the same idempotency key.
+        case existing(Store.ClaimRecord)
+        case new(ClaimPlan)
+    }
+
+    /// Decides a claim (on the change queue): the functions, each group read once from sysfs for
+    /// both the safety checks and the drivers to restore, and its groups reserved in `flight`.
+    private func planClaim(_ r: ClaimRequest) throws -> PlanOutcome {
         if let key = r.idempotencyKey, let existing = try store.claim(idempotencyKey: key) {
             guard existing.owner == r.owner else {
                 throw APIError(409, "idempotency-key-reused", "idempotency key \(key) belongs to claim \(existing.id) of owner \(existing.owner)")
             }
-            return (existing, true)
+            return .existing(existing)
         }
-        // The cached inventory, with the functions asked for (and, below, their groups) re-read from
-        // sysfs: a claim decides on the current drivers without rescanning every function.
+        // The cached inventory picks the functions; their groups are read from sysfs below, so a
+        // claim decides on the current drivers without rescanning every function.
         let snapshot = try inventory.current()
-        let holds = try store.groupHolds()
+        let holds = try groupHolds()
 
         // The functions asked for.
         var requested: [PCIDevice] = []
@@ -99,9 +164,10 @@ public final class ClaimService: @unchecked Sendable {
             requested = try select(selector, count: count, devices: snapshot.devices, groups: snapshot.groups, holds: holds)
         }
 
-        // Whole groups.
+        // Whole groups, each read once: the binder's safety checks (no host-used device, no bridge)
+        // return the functions a whole-group bind changes, with their current drivers.
         var members: [Store.ClaimDevice] = []
-        var groupsSeen = Set<Int>()
+        var groupsSeen: [Int] = []
         for d in requested {
             guard !d.isBridge else { throw APIError(409, "not-assignable", "\(d.address) is a PCI bridge; bridges stay with the host") }
             guard let g = d.iommuGroup else {
@@ -110,54 +176,47 @@ public final class ClaimService: @unchecked Sendable {
             if let holder = holds[g] {
                 throw APIError(409, "group-taken", "IOMMU group \(g) of \(d.address) is held by claim \(holder); release it first (DELETE /v1/claims/\(holder))")
             }
-            guard groupsSeen.insert(g).inserted else { continue }
-            let cachedGroup = snapshot.group(g)?.devices ?? [d]
-            let fresh = PCIInventory(root: root, lookUpNames: false)
-            let group = cachedGroup.map { (try? fresh.device($0.address)) ?? $0 }
-            for m in group where !m.isBridge {
+            guard !groupsSeen.contains(g) else { continue }
+            groupsSeen.append(g)
+            let targets: [PCIDevice]
+            do { targets = try passthrough.targets(d.address, driver: "vfio-pci", wholeGroup: true, force: false) } catch { throw APIError(error) }
+            for m in targets {
                 members.append(Store.ClaimDevice(address: m.address.description, iommuGroup: g, previousDriver: m.driver,
                                                  previousOverride: m.driverOverride,
                                                  requested: requested.contains { $0.address == m.address }))
             }
         }
-        // Safety checks before anything is recorded: the binder refuses host-used devices and bridges.
-        for g in groupsSeen.sorted() {
-            guard let first = requested.first(where: { $0.iommuGroup == g }) else { continue }
-            do { _ = try passthrough.targets(first.address, driver: "vfio-pci", wholeGroup: true, force: false) } catch { throw APIError(error) }
-        }
-
-        let id = "c-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
-        let now = Self.now()
+        let id = randomID("c-")
+        flight.reserve(groupsSeen, for: id)
         let requestJSON = String(decoding: (try? StreamingJSONEncoder(pretty: false).encode(r)) ?? [], as: UTF8.self)
-        let intent: Int64
-        do {
-            intent = try store.beginClaim(id: id, owner: r.owner, idempotencyKey: r.idempotencyKey, request: requestJSON, devices: members, now: now)
-        } catch {
-            guard error.constraint else { throw APIError(error) }
-            throw APIError(409, "group-taken", "one of the IOMMU groups \(groupsSeen.sorted()) was taken by another claim at the same moment; retry")
-        }
+        return .new(ClaimPlan(id: id, request: requestJSON, createdAt: Self.now(), members: members, groups: groupsSeen.sorted()))
+    }
 
-        // Bind, group by group; on failure put back what moved and record the failure.
+    /// Binds a recorded claim's functions (on the change queue); on failure puts back what moved.
+    /// The inventory re-reads the functions the bind changed (all of them after a failure).
+    private func bindClaim(_ plan: ClaimPlan) throws {
+        let binder = DriverBinder(root: root, writer: writer)
+        let addresses = plan.members.compactMap { try? PCIAddress(parsing: $0.address) }
         var done: [DriverBinder.Change] = []
         do {
-            for g in groupsSeen.sorted() {
-                let first = members.first { $0.iommuGroup == g }!
-                let changes = try passthrough.bind(try PCIAddress(parsing: first.address), driver: "vfio-pci", wholeGroup: true)
-                done += changes.filter(\.changed)
+            for a in addresses {
+                let change = try binder.bind(a, to: "vfio-pci")
+                if change.changed { done.append(change) }
             }
         } catch {
-            for c in done.reversed() { passthrough.binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride) }
-            let api = APIError(error)
-            try? store.failClaim(id: id, intent: intent, error: api.message, now: Self.now())
-            events.publish("claim-failed", claimId: id, message: "claim \(id) for \(r.owner) failed: \(api.message)")
-            _ = try? inventory.refresh(members.compactMap { try? PCIAddress(parsing: $0.address) })
-            throw api
+            for c in done.reversed() { binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride) }
+            _ = try? inventory.refresh(addresses)
+            let undone = done.map(\.address.description)
+            let note = undone.isEmpty ? "" : "; \(undone.joined(separator: ", ")) \(undone.count == 1 ? "was" : "were") put back too"
+            throw HostPCIError(code: error.code, message: error.message + note, errno: error.errno)
         }
-        try store.finishClaim(id: id, intent: intent, now: Self.now())
-        _ = try? inventory.refresh(members.compactMap { try? PCIAddress(parsing: $0.address) })
-        let claim = try store.claim(id: id)!
-        events.publish("claim-created", claimId: id, message: "claim \(id) for \(r.owner): \(claim.devices.map(\.address).joined(separator: ", ")) (groups \(claim.groups.map(String.init).joined(separator: ", ")))")
-        return (claim, false)
+        if !done.isEmpty { _ = try? inventory.refresh(done.map(\.address)) }
+    }
+
+    /// IOMMU group → the claim holding it, with the groups of claims decided and not yet recorded.
+    public func groupHolds() throws -> [Int: String] {
+        let inFlight = flight.reservedGroups  // before the store: a reservation goes only once its holds are committed
+        return try store.groupHolds().merging(inFlight) { held, _ in held }
     }
 
     /// Picks `count` free functions (in distinct, free IOMMU groups) that match the selector.
@@ -225,7 +284,7 @@ public final class ClaimService: @unchecked Sendable {
         let selector = try JSONDecoder().decode(DeviceSelector.self, from: Data(r.selector.utf8))
         let matches = try matcher(selector)
         let members = try inventory.current().devices.filter(matches)
-        let holds = try store.groupHolds()
+        let holds = try groupHolds()
         let claimed = members.filter { holds[$0.iommuGroup!] != nil }.count
         return PoolInfo(name: r.name, selector: selector, source: r.source, members: members.map(\.address.description),
                         free: members.count - claimed, claimed: claimed)
@@ -261,37 +320,56 @@ public final class ClaimService: @unchecked Sendable {
     // MARK: release
 
     /// Gives a claim's devices back to the drivers they had. Releasing a released claim returns it unchanged.
+    ///
+    /// Record the intent (durable before sysfs is touched), restore (on the change queue), mark it
+    /// done (durable before the answer). A second release of the same claim meanwhile is refused.
     public func release(id: String) async throws -> Store.ClaimRecord {
         guard ready else { throw APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment") }
-        return try await serialized { try self.releaseNow(id: id) }
-    }
-
-    private func releaseNow(id: String) throws -> Store.ClaimRecord {
-        guard let claim = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
+        guard flight.beginRelease(id) else { throw APIError(409, "claim-busy", "claim \(id) is releasing; retry in a moment") }
+        defer { flight.endRelease(id) }
+        guard var claim = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
         switch claim.state {
         case .released, .failed: return claim
         case .binding, .releasing:
             throw APIError(409, "claim-busy", "claim \(id) is \(claim.state.rawValue); retry in a moment")
         case .active, .lost: break
         }
-        let intent = try store.beginRelease(id: id, now: Self.now())
-        let problems = restoreDevices(claim.devices)
-        try store.finishRelease(id: id, intent: intent, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
-        _ = try? inventory.refresh(claim.devices.compactMap { try? PCIAddress(parsing: $0.address) })
-        events.publish("claim-released", claimId: id, message: "claim \(id) of \(claim.owner) released" + (problems.isEmpty ? "" : " with problems: " + problems.joined(separator: "; ")))
-        return try store.claim(id: id)!
+        let started = Self.now()
+        let intent = try await store.commit { tx throws(StoreError) in try tx.beginRelease(id: id, now: started) }
+        let devices = claim.devices
+        let problems = try await serialized { () -> [String] in
+            let (problems, touched) = self.restoreDevices(devices)
+            if !touched.isEmpty { _ = try? self.inventory.refresh(touched) }
+            return problems
+        }
+        claim.state = .released
+        claim.error = problems.isEmpty ? nil : problems.joined(separator: "; ")
+        claim.updatedAt = Self.now()
+        let released = claim
+        try await store.commit({ tx throws(StoreError) in try tx.finishRelease(id: id, intent: intent, error: released.error, now: released.updatedAt) },
+                               whenDurable: { _ in
+                                   self.events.publish("claim-released", claimId: id, message: "claim \(id) of \(released.owner) released" + (problems.isEmpty ? "" : " with problems: " + problems.joined(separator: "; ")))
+                               })
+        return released
     }
 
-    /// Puts each device back on the driver it had (idempotent); returns what could not be done.
-    func restoreDevices(_ devices: [Store.ClaimDevice]) -> [String] {
+    /// Puts each device back on the driver it had (idempotent); returns what could not be done and
+    /// the functions it changed or tried to (the ones the inventory must re-read).
+    func restoreDevices(_ devices: [Store.ClaimDevice]) -> (problems: [String], touched: [PCIAddress]) {
         let binder = DriverBinder(root: root, writer: writer)
         var problems: [String] = []
+        var touched: [PCIAddress] = []
         for d in devices {
             guard let a = try? PCIAddress(parsing: d.address) else { continue }
             guard SysfsRoot.exists(root.devicePath(a)) else { problems.append("\(a) is no longer present"); continue }
-            do { _ = try binder.restore(a, to: d.previousDriver, override: d.previousOverride) } catch { problems.append(error.message) }
+            do {
+                if try binder.restore(a, to: d.previousDriver, override: d.previousOverride).changed { touched.append(a) }
+            } catch {
+                problems.append(error.message)
+                touched.append(a)
+            }
         }
-        return problems
+        return (problems, touched)
     }
 
     // MARK: start-up
@@ -320,7 +398,7 @@ public final class ClaimService: @unchecked Sendable {
                         guard let a = try? PCIAddress(parsing: d.address) else { return false }
                         return DriverBinder(root: root, writer: writer).currentDriver(a) != d.previousDriver
                             || DriverBinder(root: root, writer: writer).currentOverride(a) != d.previousOverride
-                    })
+                    }).problems
                     try store.failClaim(id: id, intent: intent.id, error: "rolled back at start-up: passaged stopped while binding" + (problems.isEmpty ? "" : " (\(problems.joined(separator: "; ")))"), now: Self.now())
                     report.rolledBack.append(id)
                     events.publish("claim-failed", claimId: id, message: "claim \(id) rolled back at start-up")
@@ -329,7 +407,7 @@ public final class ClaimService: @unchecked Sendable {
                 }
             case "release":
                 if let id = intent.claimID, let claim = try store.claim(id: id) {
-                    let problems = restoreDevices(claim.devices)
+                    let problems = restoreDevices(claim.devices).problems
                     try store.finishRelease(id: id, intent: intent.id, error: problems.isEmpty ? nil : problems.joined(separator: "; "), now: Self.now())
                     report.finished.append(id)
                     events.publish("claim-released", claimId: id, message: "claim \(id) release finished at start-up")
@@ -388,4 +466,11 @@ extension ClaimInfo {
                   members: c.devices.map { .init(address: $0.address, iommuGroup: $0.iommuGroup, previousDriver: $0.previousDriver, requested: $0.requested) },
                   groups: c.groups, createdAt: time(c.createdAt), updatedAt: time(c.updatedAt), error: c.error)
     }
+}
+
+/// An id for a claim (`c-`) or an operation (`op-`): the prefix and 12 random hex digits (48 bits,
+/// as the first 12 digits of a UUID gave), made without Foundation's string bridging.
+func randomID(_ prefix: String) -> String {
+    let hex = String(UInt64.random(in: 0..<(1 << 48)), radix: 16)
+    return prefix + String(repeating: "0", count: 12 - hex.count) + hex
 }

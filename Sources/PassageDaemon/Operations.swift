@@ -14,7 +14,7 @@ public final class OperationRegistry: @unchecked Sendable {
     init(events: EventHub) { self.events = events }
 
     func start(kind: String, target: String) -> String {
-        let id = "op-" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(12)
+        let id = randomID("op-")
         lock.withLock {
             operations[id] = OperationInfo(id: id, kind: kind, state: "running", target: target, progress: [], error: nil, result: nil)
             order.append(id)
@@ -106,7 +106,7 @@ extension ClaimService {
 
     /// Removes every VF of `pf` under an intent, refusing while a claim holds one (the caller serializes).
     func removeVFsNow(pf: PCIAddress) throws -> VFOperationInfo {
-        let holds = try store.groupHolds()
+        let holds = try groupHolds()
         let vfs = (try? VFManager(root: root, writer: writer).physicalFunction(pf).sriov.vfs) ?? []
         let snapshot = try inventory.current()
         for vf in vfs {

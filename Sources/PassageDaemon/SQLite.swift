@@ -2,10 +2,15 @@ import CSQLite
 import Foundation
 
 /// A thin owner of one SQLite connection: statements with bound values, rows as dictionaries of
-/// typed values, transactions. Errors name the statement and SQLite's message.
+/// typed values, transactions. Errors name the statement and SQLite's message. Statements are
+/// prepared once per SQL text and kept (the daemon runs a few dozen distinct ones, over and over).
+/// Not thread-safe: its owner serializes the calls.
 final class SQLiteConnection {
     private var db: OpaquePointer?
     let path: String
+    private var prepared: [String: OpaquePointer] = [:]
+    /// More distinct statements than this (SQL built from variable parts) empties the cache.
+    static let maxPrepared = 128
 
     init(path: String) throws(StoreError) {
         self.path = path
@@ -20,7 +25,10 @@ final class SQLiteConnection {
         sqlite3_busy_timeout(handle, 5000)
     }
 
-    deinit { sqlite3_close_v2(db) }
+    deinit {
+        for stmt in prepared.values { sqlite3_finalize(stmt) }
+        sqlite3_close_v2(db)
+    }
 
     enum Value: Sendable, Equatable {
         case null, int(Int64), text(String)
@@ -40,11 +48,11 @@ final class SQLiteConnection {
     /// Runs one statement with positional values; returns its rows (column name → value).
     @discardableResult
     func query(_ sql: String, _ values: [Value] = []) throws(StoreError) -> [[String: Value]] {
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
-            throw StoreError("SQLite: \(String(cString: sqlite3_errmsg(db))) in: \(sql.prefix(120))")
+        let stmt = try statement(sql)
+        defer {
+            sqlite3_reset(stmt)
+            sqlite3_clear_bindings(stmt)
         }
-        defer { sqlite3_finalize(stmt) }
         for (i, v) in values.enumerated() {
             let idx = Int32(i + 1)
             switch v {
@@ -54,6 +62,7 @@ final class SQLiteConnection {
             }
         }
         var rows: [[String: Value]] = []
+        var names: [String] = []
         while true {
             let rc = sqlite3_step(stmt)
             if rc == SQLITE_DONE { break }
@@ -61,9 +70,9 @@ final class SQLiteConnection {
                 let code = sqlite3_extended_errcode(db)
                 throw StoreError("SQLite: \(String(cString: sqlite3_errmsg(db))) in: \(sql.prefix(120))", constraint: code & 0xff == SQLITE_CONSTRAINT)
             }
-            var row: [String: Value] = [:]
-            for c in 0..<sqlite3_column_count(stmt) {
-                let name = String(cString: sqlite3_column_name(stmt, c))
+            if names.isEmpty { names = (0..<sqlite3_column_count(stmt)).map { String(cString: sqlite3_column_name(stmt, $0)) } }
+            var row: [String: Value] = Dictionary(minimumCapacity: names.count)
+            for (c, name) in zip(Int32(0)..., names) {
                 switch sqlite3_column_type(stmt, c) {
                 case SQLITE_INTEGER: row[name] = .int(sqlite3_column_int64(stmt, c))
                 case SQLITE_NULL: row[name] = .null
@@ -73,6 +82,21 @@ final class SQLiteConnection {
             rows.append(row)
         }
         return rows
+    }
+
+    /// The prepared statement for `sql`, from the cache or prepared now.
+    private func statement(_ sql: String) throws(StoreError) -> OpaquePointer {
+        if let stmt = prepared[sql] { return stmt }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
+            throw StoreError("SQLite: \(String(cString: sqlite3_errmsg(db))) in: \(sql.prefix(120))")
+        }
+        if prepared.count >= Self.maxPrepared {
+            for old in prepared.values { sqlite3_finalize(old) }
+            prepared.removeAll()
+        }
+        prepared[sql] = stmt
+        return stmt
     }
 
     /// BEGIN IMMEDIATE … COMMIT, rolled back when the body throws.

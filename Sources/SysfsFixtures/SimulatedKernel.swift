@@ -149,16 +149,15 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     }
 
     private func driver(of a: PCIAddress) -> String? {
-        guard let dir = fixture.devicePath(a), let t = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/driver") else { return nil }
-        return URL(fileURLWithPath: t).lastPathComponent
+        guard let dir = fixture.devicePath(a), let t = SysfsFixture.readLink(dir + "/driver") else { return nil }
+        return t.split(separator: "/").last.map(String.init)
     }
 
     /// The kernel's `pci_device_can_probe`: a VF whose PF has `sriov_drivers_autoprobe` off is
     /// probed only by the driver its `driver_override` names (a bind without one fails with ENODEV).
     private func canProbe(_ a: PCIAddress) -> Bool {
-        guard let dir = fixture.devicePath(a),
-              let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/physfn") else { return true }
-        let pfDir = target.hasPrefix("/") ? target : URL(fileURLWithPath: dir).appendingPathComponent(target).standardized.path
+        guard let dir = fixture.devicePath(a), let target = SysfsFixture.readLink(dir + "/physfn") else { return true }
+        let pfDir = "/" + SysfsFixture.components(target.hasPrefix("/") ? target : dir + "/" + target).joined(separator: "/")
         return readFile(pfDir + "/sriov_drivers_autoprobe") != "0" || override(of: a) != nil
     }
 
@@ -171,10 +170,25 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     private func unbind(_ a: PCIAddress) { try? fixture.setDriver(a, nil) }
 
     private func readFile(_ path: String) -> String? {
-        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n >= 0 else { return nil }
+        return String(decoding: bytes[..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Like sysfs, the value is there at once and nothing waits for a disk: a plain write(2), not
+    /// `Data.write`, which fsyncs (two fsyncs per claim+release, more than the daemon's own store).
+    /// Written over and cut to length rather than opened with O_TRUNC: ext4 starts writeback when a
+    /// file truncated to zero is closed.
     private func writeFile(_ path: String, _ text: String) {
-        try? Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        let fd = open(path, O_WRONLY | O_CREAT, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        if n == bytes.count { _ = ftruncate(fd, off_t(n)) }
     }
 }

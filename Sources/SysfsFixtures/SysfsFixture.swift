@@ -108,19 +108,31 @@ public final class SysfsFixture {
     }
 
     /// Binds (or with nil unbinds) a function: the `driver` link and the driver's link back.
+    /// Plain system calls, no Foundation path handling: the simulated kernel binds through here on
+    /// every claim and release of the daemon benchmark.
     public func setDriver(_ a: PCIAddress, _ driver: String?) throws {
         guard let dir = devicePaths[a] else { throw FixtureError("no device \(a)") }
-        if let old = try? fm.destinationOfSymbolicLink(atPath: dir + "/driver") {
-            let oldName = URL(fileURLWithPath: old).lastPathComponent
-            try? fm.removeItem(atPath: root.path + "/bus/pci/drivers/\(oldName)/\(a)")
-            try? fm.removeItem(atPath: dir + "/driver")
+        if let old = Self.readLink(dir + "/driver") {
+            let oldName = old.split(separator: "/").last.map(String.init) ?? old
+            unlink(root.path + "/bus/pci/drivers/\(oldName)/\(a)")
+            unlink(dir + "/driver")
         }
         if let driver {
             let driverDir = root.path + "/bus/pci/drivers/" + driver
-            try fm.createDirectory(atPath: driverDir, withIntermediateDirectories: true)
+            if mkdir(driverDir, 0o755) != 0 && errno != EEXIST {
+                try fm.createDirectory(atPath: driverDir, withIntermediateDirectories: true)
+            }
             try link(dir + "/driver", to: driverDir)
             try link(driverDir + "/" + a.description, to: dir)
         }
+    }
+
+    /// readlink(2): the link's target as written, nil when `path` is no symlink.
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(path, &buffer, buffer.count - 1)
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Creates an (empty) driver directory, as loading a module would.
@@ -144,15 +156,26 @@ public final class SysfsFixture {
         devicePaths[a] = nil
     }
 
-    /// A relative symlink, as the kernel makes them, from `path` to `target`.
+    /// A relative symlink, as the kernel makes them, from `path` to `target` (both absolute).
     private func link(_ path: String, to target: String) throws {
-        let from = URL(fileURLWithPath: path).deletingLastPathComponent().standardizedFileURL.pathComponents
-        let to = URL(fileURLWithPath: target).standardizedFileURL.pathComponents
+        let from = Self.components(path).dropLast()
+        let to = Self.components(target)
         var common = 0
         while common < from.count && common < to.count && from[common] == to[common] { common += 1 }
-        let rel = Array(repeating: "..", count: from.count - common) + to[common...]
-        try? fm.removeItem(atPath: path)
-        try fm.createSymbolicLink(atPath: path, withDestinationPath: rel.joined(separator: "/"))
+        let rel = (Array(repeating: "..", count: from.count - common) + to[common...]).joined(separator: "/")
+        unlink(path)
+        guard symlink(rel, path) == 0 else {
+            throw FixtureError("cannot link \(path) to \(rel): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// An absolute path's components with `.`, `..` and repeated slashes resolved by name.
+    static func components(_ path: String) -> [Substring] {
+        var parts: [Substring] = []
+        for p in path.split(separator: "/") where p != "." {
+            if p == ".." { _ = parts.popLast() } else { parts.append(p) }
+        }
+        return parts
     }
 }
 

@@ -36,7 +36,7 @@ final class DaemonHarness: @unchecked Sendable {
         daemon = try Self.makeDaemon(stateDir, fixture, kernel)
     }
 
-    static func makeDaemon(_ stateDir: String, _ fixture: SysfsFixture, _ kernel: SimulatedKernel) throws -> Daemon {
+    static func makeDaemon(_ stateDir: String, _ fixture: SysfsFixture, _ kernel: any SysfsWriter) throws -> Daemon {
         try Daemon(stateDirectory: stateDir, root: fixture.root, writer: kernel,
                    usage: HostUsage(root: fixture.root, mountInfoPath: "/nonexistent", swapsPath: "/nonexistent", addresses: { _ in [] }))
     }

@@ -176,7 +176,7 @@ extension ClaimService {
 
     /// The plan now, changing nothing.
     public func planPolicy(_ p: Policy) throws -> [PolicyStepInfo] {
-        PolicyPlanner(root: root).plan(p, snapshot: try inventory.current(), holds: try store.groupHolds())
+        PolicyPlanner(root: root).plan(p, snapshot: try inventory.current(), holds: try groupHolds())
     }
 
     /// Brings the host to the policy, one PF at a time (each PF's step is planned again right
@@ -187,7 +187,7 @@ extension ClaimService {
         let planner = PolicyPlanner(root: root)
         let planned: [PolicyPlanner.Entry]
         do {
-            planned = planner.entries(p, snapshot: try inventory.current(), holds: try store.groupHolds(), only: only)
+            planned = planner.entries(p, snapshot: try inventory.current(), holds: try groupHolds(), only: only)
         } catch {
             return [PolicyStepInfo(pf: nil, rule: "policy", action: "skipped", detail: "cannot read the host: \(error)", outcome: "failed")]
         }
@@ -205,7 +205,7 @@ extension ClaimService {
                     guard let device = snapshot.device(pf), device.sriov != nil else {
                         return PolicyStepInfo(pf: pf.description, rule: rule.label, action: "absent", detail: "\(pf) is gone")
                     }
-                    var step = planner.step(rule, device, snapshot: snapshot, holds: try self.store.groupHolds())
+                    var step = planner.step(rule, device, snapshot: snapshot, holds: try self.groupHolds())
                     do {
                         try self.execute(&step, rule: rule, pf: pf)
                     } catch {
