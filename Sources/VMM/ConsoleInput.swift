@@ -11,16 +11,18 @@ final class ConsoleInput: @unchecked Sendable {
     let serial: Serial8250
     let io: IOBus
     let control: MachineControl
+    let sandbox: Bool
 
-    private init(serial: Serial8250, io: IOBus, control: MachineControl) {
+    private init(serial: Serial8250, io: IOBus, control: MachineControl, sandbox: Bool) {
         self.serial = serial
         self.io = io
         self.control = control
+        self.sandbox = sandbox
     }
 
-    static func start(config: VMConfig, serial: Serial8250, io: IOBus, control: MachineControl) -> ConsoleInput? {
+    static func start(config: VMConfig, serial: Serial8250, io: IOBus, control: MachineControl, sandbox: Bool = false) -> ConsoleInput? {
         guard config.console == .stdout, isatty(0) != 0 else { return nil }
-        let input = ConsoleInput(serial: serial, io: io, control: control)
+        let input = ConsoleInput(serial: serial, io: io, control: control, sandbox: sandbox)
         guard tcgetattr(0, &input.saved) == 0 else { return nil }
         var raw = input.saved
         cfmakeraw(&raw)
@@ -45,6 +47,9 @@ final class ConsoleInput: @unchecked Sendable {
         var set = sigset_t()
         sigfillset(&set)
         pthread_sigmask(SIG_SETMASK, &set, nil)
+        if sandbox {
+            do { try VMMSeccomp.install(.console) } catch { control.stop(.failed(error.message)); return }
+        }
         var buf = [UInt8](repeating: 0, count: 64)
         var escape = false
         while !control.isStopping {

@@ -102,7 +102,9 @@ public final class Machine: @unchecked Sendable {
 
     /// Runs the guest until it powers off, resets or crashes, or SIGINT/SIGTERM arrives.
     /// Blocks the calling thread (which handles those signals) and returns how the VM ended.
-    public func run() throws(VMMError) -> MachineExit {
+    /// With `sandbox`, every thread — the calling one too, once the others are started — runs
+    /// under its seccomp filter (`VMMSeccomp`): only for a process that is nothing but this VM.
+    public func run(sandbox: Bool = false) throws(VMMError) -> MachineExit {
         // The calling thread takes SIGINT, SIGTERM and the stop notice (SIGUSR1) with sigwait;
         // threads created from here inherit the mask, so no other thread is chosen for them.
         var waitSet = sigset_t()
@@ -116,9 +118,9 @@ public final class Machine: @unchecked Sendable {
         let me = pthread_self()
         control.onStop = { pthread_kill(me, SIGUSR1) }
         let exits = ExitHandler(io: io, mmio: mmio)
-        let threads = vcpus.map { VCPUThread(vcpu: $0, machine: control, exits: exits) }
+        let threads = vcpus.map { VCPUThread(vcpu: $0, machine: control, exits: exits, sandbox: sandbox) }
         control.threads = threads
-        let terminal = ConsoleInput.start(config: config, serial: serial, io: io, control: control)
+        let terminal = ConsoleInput.start(config: config, serial: serial, io: io, control: control, sandbox: sandbox)
         defer { terminal?.restore() }
         timeline.markStarted()
         for t in threads {
@@ -126,6 +128,9 @@ public final class Machine: @unchecked Sendable {
                 control.stop(.crashed(error.message))
                 break
             }
+        }
+        if sandbox && control.exit == nil {
+            do { try VMMSeccomp.install(.main) } catch { control.stop(.failed(error.message)) }
         }
         while control.exit == nil {
             var sig: Int32 = 0

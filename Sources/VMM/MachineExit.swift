@@ -9,6 +9,8 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
     case stopped(String)
     /// The guest crashed: triple fault, a crash event, an entry failure or a KVM internal error.
     case crashed(String)
+    /// The VMM could not go on (its sandbox could not be installed, …).
+    case failed(String)
 
     public var description: String {
         switch self {
@@ -16,15 +18,17 @@ public enum MachineExit: Sendable, Equatable, CustomStringConvertible {
         case .reset: "the guest reset the machine"
         case .stopped(let why): "stopped: \(why)"
         case .crashed(let why): "the guest crashed: \(why)"
+        case .failed(let why): "the VMM failed: \(why)"
         }
     }
 
-    /// The process exit status passage-vmm uses: 0 poweroff/reset, 3 crash, 130 stopped.
+    /// The process exit status passage-vmm uses: 0 poweroff/reset, 3 crash, 130 stopped, 1 a VMM failure.
     public var exitStatus: Int32 {
         switch self {
         case .poweroff, .reset: 0
         case .stopped: 130
         case .crashed: 3
+        case .failed: 1
         }
     }
 }

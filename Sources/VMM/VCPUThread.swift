@@ -16,13 +16,16 @@ final class VCPUThread: @unchecked Sendable {
     let vcpu: KVMVirtualCPU
     let machine: MachineControl
     let exits: ExitHandler
+    /// Install the vCPU seccomp filter before the first KVM_RUN.
+    let sandbox: Bool
     private var thread = pthread_t()
     private var started = false
 
-    init(vcpu: KVMVirtualCPU, machine: MachineControl, exits: ExitHandler) {
+    init(vcpu: KVMVirtualCPU, machine: MachineControl, exits: ExitHandler, sandbox: Bool = false) {
         self.vcpu = vcpu
         self.machine = machine
         self.exits = exits
+        self.sandbox = sandbox
     }
 
     /// Installs the do-nothing kick handler (no SA_RESTART, so KVM_RUN returns EINTR).
@@ -64,6 +67,12 @@ final class VCPUThread: @unchecked Sendable {
         sigfillset(&set)
         sigdelset(&set, Self.kickSignal)
         pthread_sigmask(SIG_SETMASK, &set, nil)
+        if sandbox {
+            do { try VMMSeccomp.install(.vcpu) } catch {
+                machine.stop(.failed(error.message))
+                return
+            }
+        }
         while true {
             let exit: KVMExit
             do { exit = try vcpu.runOnce() } catch {

@@ -13,6 +13,7 @@ public struct VMMArguments: Sendable, Equatable {
     public var hugePages = false
     /// `--vfio ADDR`, in order (repeatable).
     public var vfio: [String] = []
+    public var noSeccomp = false
     public var printConfig = false
     public var stats = false
     public var help = false
@@ -43,6 +44,7 @@ public struct VMMArguments: Sendable, Equatable {
         Option(names: ["--vcpus"], value: "vcpus", help: "Number of vCPUs, 1…\(MPTable.maximumCPUs) (default 1)."),
         Option(names: ["--console"], value: "console", help: "Serial console: stdout, file:PATH or none (default stdout)."),
         Option(names: ["--vfio"], value: "address", help: "Pass through the host PCI function at this address (bound to vfio-pci, its whole IOMMU group viable); repeat for more. Added to the configuration file's list."),
+        Option(names: ["--no-seccomp"], value: nil, help: "Do not sandbox the VMM's threads (seccomp allow-lists; docs/security.md). For debugging."),
         Option(names: ["--huge-pages"], value: nil, help: "Back guest memory with transparent huge pages."),
         Option(names: ["--print-config"], value: nil, help: "Print the effective configuration as JSON and exit."),
         Option(names: ["--stats"], value: nil, help: "Print startup timings and, at exit, the VMM's resident memory and the guest memory touched, to stderr."),
@@ -124,6 +126,7 @@ public struct VMMArguments: Sendable, Equatable {
                 if inlineValue != nil { throw UsageError("'\(name)' is a flag and takes no value") }
                 switch canonical {
                 case "--huge-pages": result.hugePages = true
+                case "--no-seccomp": result.noSeccomp = true
                 case "--print-config": result.printConfig = true
                 case "--stats": result.stats = true
                 default: break

@@ -12,6 +12,8 @@ import Musl
 enum PassageVMM {
     static func main() {
         let started = Clock.now()
+        // Only the descriptors the VMM opens itself (a parent's leaks never reach the guest's side).
+        VMMSeccomp.closeInheritedDescriptors()
         let args: VMMArguments
         do { args = try VMMArguments.parse(CommandLine.arguments.dropFirst()) } catch { usageError(error) }
         if args.help {
@@ -38,7 +40,7 @@ enum PassageVMM {
                 printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))"
                            + (machine.passthroughTimes.map { " passthrough_setup_ms=\($0.setup / 1_000_000) dma_map_ms=\($0.dmaMap / 1_000_000)" } ?? ""))
             }
-            end = try machine.run()
+            end = try machine.run(sandbox: !args.noSeccomp)
         } catch {
             printError("passage-vmm: error: \(error.message)")
             exit(1)

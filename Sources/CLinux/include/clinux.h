@@ -111,5 +111,6 @@ void passage_kvm_irq_routing_set_msi(struct kvm_irq_routing_entry *e, __u32 gsi,
                                      __u32 address_hi, __u32 data);
 
 #include "clinux_vfio.h"
+#include "clinux_seccomp.h"
 
 #endif

@@ -86,6 +86,8 @@ vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .p
 fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null)
 lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" \
     test -n "$(grep -o 'anon_inode:kvm-vfio' <<<"$fds")" -a -n "$(grep -o '/dev/vfio/vfio' <<<"$fds")"
+modes=$(cat /proc/$vmmpid/task/*/status 2>/dev/null | sed -n 's/^Seccomp:[[:space:]]*//p' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+lab_check "every passage-vmm thread runs under its seccomp filter (Seccomp: 2 — $modes)" test -n "$modes" -a -z "$(cat /proc/$vmmpid/task/*/status | sed -n 's/^Seccomp:[[:space:]]*//p' | grep -v '^2$')"
 rel=$("$bin/passage" release "$claim" 2>&1); rc=$?
 echo "# release while running: rc=$rc $rel"
 lab_check "releasing the claim while the VM runs is refused (in use by VM l2)" test "$rc" -ne 0 -a -n "$(grep -o "in use by VM l2" <<<"$rel")"
