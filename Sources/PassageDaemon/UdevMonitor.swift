@@ -147,6 +147,7 @@ public struct HotplugService: Service {
         let tagNote = monitor.tag.map { " (events tagged \($0) by Passage's udev rules)" } ?? ""
         logger.info("watching PCI hot-plug through the \(monitor.source.rawValue) uevent source\(tagNote)")
         let done = AsyncStream<Void>.makeStream()
+        let retries = PolicyRetries()
         Thread.detachNewThread {
             monitor.run { events, overflowed in
                 let addresses = events.compactMap(\.address)
@@ -159,24 +160,29 @@ public struct HotplugService: Service {
                     defer { group.leave() }
                     do {
                         try await daemon.claims.applyHotplug(addresses: structural ? nil : addresses)
-                        // Hardware that appeared (or a PF whose driver just bound) may be what a
-                        // policy rule waits for; a step that failed because the device was not
-                        // ready yet (an NVMe controller still resetting) is tried again.
-                        let p = daemon.policy.policy
-                        if !p.pfs.isEmpty {
-                            for attempt in 0..<5 {
-                                let steps = await daemon.claims.converge(p, state: daemon.policy)
-                                guard steps.contains(where: { $0.outcome == "failed" }) else { break }
-                                logger.info("a policy step failed; trying again", metadata: ["attempt": "\(attempt + 1)"])
-                                try? await Task.sleep(for: .milliseconds(500 << attempt))
-                            }
-                        }
                     } catch {
                         logger.warning("refreshing after uevents failed: \(error)")
                     }
                 }
                 group.wait()
+                // Hardware that appeared (or a PF whose driver just bound) may be what a policy
+                // rule waits for; a step that failed because the device was not ready yet (an NVMe
+                // controller still resetting) is tried again — beside the event loop, so the next
+                // events (a claim's device vanishing) are not kept waiting behind the retries; a
+                // newer batch replaces the retries of an older one.
+                let p = daemon.policy.policy
+                guard !p.pfs.isEmpty else { return }
+                retries.replace(Task.detached {
+                    for attempt in 0..<5 {
+                        if Task.isCancelled { return }
+                        let steps = await daemon.claims.converge(p, state: daemon.policy)
+                        guard steps.contains(where: { $0.outcome == "failed" }) else { return }
+                        logger.info("a policy step failed; trying again", metadata: ["attempt": "\(attempt + 1)"])
+                        do { try await Task.sleep(for: .milliseconds(500 << attempt)) } catch { return }
+                    }
+                })
             }
+            retries.replace(nil)
             done.continuation.finish()
         }
         await withTaskCancellationHandler {
@@ -188,5 +194,19 @@ public struct HotplugService: Service {
         } onCancel: {
             monitor.stop()
         }
+    }
+}
+
+/// The policy convergence started by the latest uevent batch (an older one is cancelled).
+final class PolicyRetries: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Task<Void, Never>?
+
+    func replace(_ task: Task<Void, Never>?) {
+        lock.lock()
+        let old = current
+        current = task
+        lock.unlock()
+        old?.cancel()
     }
 }
