@@ -100,6 +100,17 @@ let package = Package(
             dependencies: ["PassageDaemon", "SysfsFixtures", .product(name: "Logging", package: "swift-log")],
             path: "Benchmarks/DaemonBench"
         ),
+        // 100+ SIGKILLs of the daemon inside mixed claim/release/VF operations, invariants checked
+        // after every restart (docs/security.md).
+        .executableTarget(
+            name: "crash-torture",
+            dependencies: ["PassageDaemon", "SysfsFixtures", "PassageAPI", "HostPCI",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Tools/CrashTorture",
+            // A script-like tool in top-level code: Swift 5 mode (no main-actor isolation of its globals).
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
         .executableTarget(
             name: "inventory-bench",
             dependencies: ["SysfsFixtures"],

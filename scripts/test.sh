@@ -25,6 +25,12 @@ if [[ $rc -ne 0 ]]; then
     status=1
 fi
 
+echo "== crash torture: passaged SIGKILLed 120 times inside claims, releases and VF operations"
+swift build --product crash-torture 2>&1 | grep -v '^\[' | grep -v '^Build' ; .build/debug/crash-torture --kills 120 > .build/crash-torture.log 2>&1; rc=$?
+grep -E 'VIOLATED' .build/crash-torture.log | head -n 20
+tail -n 1 .build/crash-torture.log
+if [[ $rc -ne 0 ]]; then echo "crash torture failed ($rc); full log: .build/crash-torture.log"; status=1; fi
+
 echo "== build: release passage-vmm (the binary the lab benchmarks)"
 swift build -c release --product passage-vmm 2>&1 | grep -v -E '^\[|warning: Using .dlopen. in statically linked' ; rc=${PIPESTATUS[0]}
 if [[ $rc -ne 0 ]]; then echo "swift build -c release --product passage-vmm failed ($rc)"; exit 1; fi
