@@ -25,6 +25,8 @@ public final class ClaimService: @unchecked Sendable {
     let flight = InFlight()
     private let readyLock = NSLock()
     private var _ready = false
+    /// How long a bind may take before it counts as failed (the binder's `bindTimeout`); set before use.
+    public var bindTimeout: Double = 5
 
     public init(store: Store, root: SysfsRoot, writer: any SysfsWriter, inventory: InventoryCache, events: EventHub,
                 usage: HostUsage? = nil) {
@@ -39,8 +41,15 @@ public final class ClaimService: @unchecked Sendable {
     /// False until start-up reconciliation has finished: claims are refused until then.
     public var ready: Bool { readyLock.withLock { _ready } }
 
+    /// The binder every change goes through.
+    var binder: DriverBinder {
+        var b = DriverBinder(root: root, writer: writer)
+        b.bindTimeout = bindTimeout
+        return b
+    }
+
     var passthrough: PassthroughBinder {
-        PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: usage)
+        PassthroughBinder(binder: binder, usage: usage)
     }
 
     /// Runs `body` on the change queue.
@@ -195,7 +204,6 @@ public final class ClaimService: @unchecked Sendable {
     /// Binds a recorded claim's functions (on the change queue); on failure puts back what moved.
     /// The inventory re-reads the functions the bind changed (all of them after a failure).
     private func bindClaim(_ plan: ClaimPlan) throws {
-        let binder = DriverBinder(root: root, writer: writer)
         let addresses = plan.members.compactMap { try? PCIAddress(parsing: $0.address) }
         var done: [DriverBinder.Change] = []
         do {
@@ -337,10 +345,13 @@ public final class ClaimService: @unchecked Sendable {
         let started = Self.now()
         let intent = try await store.commit { tx throws(StoreError) in try tx.beginRelease(id: id, now: started) }
         let devices = claim.devices
-        let problems = try await serialized { () -> [String] in
-            let (problems, touched) = self.restoreDevices(devices)
-            if !touched.isEmpty { _ = try? self.inventory.refresh(touched) }
-            return problems
+        let (problems, failure) = try await serialized { self.releaseDevices(devices) }
+        if let failure {
+            // All or nothing: the devices are as the claim had them, so the claim stays (and holds its groups).
+            let (state, message) = (claim.state, "releasing claim \(id) failed: \(failure); the claim keeps its devices: retry the release")
+            _ = try? await store.commit({ tx throws(StoreError) in try tx.abortRelease(id: id, intent: intent, state: state, now: Self.now()) },
+                                        whenDurable: { _ in self.events.publish("claim-release-failed", claimId: id, message: message) })
+            throw APIError(500, "release-failed", message)
         }
         claim.state = .released
         claim.error = problems.isEmpty ? nil : problems.joined(separator: "; ")
@@ -353,10 +364,42 @@ public final class ClaimService: @unchecked Sendable {
         return released
     }
 
+    /// A release's restore, all or nothing (on the change queue): when a device that is present
+    /// cannot be put back, the devices already put back return to how the claim had them, and the
+    /// failure is returned. A vanished device is a problem to report, not a failure.
+    func releaseDevices(_ devices: [Store.ClaimDevice]) -> (problems: [String], failure: String?) {
+        let binder = self.binder
+        var problems: [String] = []
+        var done: [(address: PCIAddress, driver: String?, override: String?)] = []
+        var touched: [PCIAddress] = []
+        defer { if !touched.isEmpty { _ = try? inventory.refresh(touched) } }
+        for d in devices {
+            guard let a = try? PCIAddress(parsing: d.address) else { continue }
+            guard SysfsRoot.exists(root.devicePath(a)) else { problems.append("\(a) is no longer present"); continue }
+            let (driver, override) = (binder.currentDriver(a), binder.currentOverride(a))
+            do {
+                if try binder.restore(a, to: d.previousDriver, override: d.previousOverride).changed {
+                    done.append((a, driver, override))
+                    touched.append(a)
+                }
+            } catch {
+                touched.append(a)  // the binder put it back as it was
+                var undo: [String] = []
+                for b in done.reversed() {
+                    do { _ = try binder.restore(b.address, to: b.driver, override: b.override) } catch { undo.append(error.message) }
+                }
+                let back = done.map(\.address.description).joined(separator: ", ")
+                return (problems, error.message + (done.isEmpty ? "" : undo.isEmpty
+                    ? "; \(back) \(done.count == 1 ? "was" : "were") put back on \(done.count == 1 ? "its" : "their") claimed driver too"
+                    : "; putting \(back) back on the claimed driver also failed: " + undo.joined(separator: "; ")))
+            }
+        }
+        return (problems, nil)
+    }
+
     /// Puts each device back on the driver it had (idempotent); returns what could not be done and
     /// the functions it changed or tried to (the ones the inventory must re-read).
     func restoreDevices(_ devices: [Store.ClaimDevice]) -> (problems: [String], touched: [PCIAddress]) {
-        let binder = DriverBinder(root: root, writer: writer)
         var problems: [String] = []
         var touched: [PCIAddress] = []
         for d in devices {
@@ -396,8 +439,8 @@ public final class ClaimService: @unchecked Sendable {
                 if let id = intent.claimID, let claim = try store.claim(id: id) {
                     let problems = restoreDevices(claim.devices.filter { d in
                         guard let a = try? PCIAddress(parsing: d.address) else { return false }
-                        return DriverBinder(root: root, writer: writer).currentDriver(a) != d.previousDriver
-                            || DriverBinder(root: root, writer: writer).currentOverride(a) != d.previousOverride
+                        return binder.currentDriver(a) != d.previousDriver
+                            || binder.currentOverride(a) != d.previousOverride
                     }).problems
                     try store.failClaim(id: id, intent: intent.id, error: "rolled back at start-up: passaged stopped while binding" + (problems.isEmpty ? "" : " (\(problems.joined(separator: "; ")))"), now: Self.now())
                     report.rolledBack.append(id)

@@ -74,7 +74,7 @@ extension ClaimService {
         let intent = try store.beginIntent(kind: "vf-create", payload: payload.text, now: Self.now())
         defer { try? store.endIntent(intent, state: "done", now: Self.now()) }
         let provisioning = VFProvisioning(manager: VFManager(root: root, writer: writer),
-                                          passthrough: PassthroughBinder(binder: DriverBinder(root: root, writer: writer), usage: usage))
+                                          passthrough: passthrough)
         var resources: (any VFResourceProvisioner)?
         if let q = r.nvmeQueues, let i = r.nvmeInterrupts {
             resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i)
@@ -177,6 +177,13 @@ public struct NVMeVFResources: VFResourceProvisioner {
     public let provisioner: NVMeVFProvisioner
     public let queues: Int
     public let interrupts: Int
+    /// The secondary controllers as `prepare` found them, for `rollBack`.
+    private let before = SecondariesBefore()
+
+    private final class SecondariesBefore: @unchecked Sendable {
+        let lock = NSLock()
+        var value: [NVMeSecondaryController]?
+    }
 
     public init(provisioner: NVMeVFProvisioner, queues: Int, interrupts: Int) {
         self.provisioner = provisioner
@@ -185,7 +192,16 @@ public struct NVMeVFResources: VFResourceProvisioner {
     }
 
     public func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction] {
-        try provisioner.prepareForVFs(pf: pf, dryRun: dryRun)
+        if !dryRun {
+            let secondaries = try provisioner.status(pf: pf)
+            before.lock.withLock { before.value = secondaries }
+        }
+        return try provisioner.prepareForVFs(pf: pf, dryRun: dryRun)
+    }
+
+    public func rollBack(pf: PCIAddress) throws {
+        guard let secondaries = before.lock.withLock({ before.value }) else { return }
+        try provisioner.restore(pf: pf, secondaries: secondaries)
     }
 
     public func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction] {

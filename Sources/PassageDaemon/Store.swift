@@ -407,6 +407,13 @@ extension Store {
             try finishIntent(intent, state: "done", now: now)
         }
 
+        /// A release that could not put every device back (and undid what it did): the claim is
+        /// `state` again (active or lost) and keeps its holds; the intent is rolled back.
+        public func abortRelease(id: String, intent: Int64, state: ClaimRecord.State, now: Int64) throws(StoreError) {
+            try db.query("UPDATE claims SET state = ?, updated_at = ? WHERE id = ?", [.text(state.rawValue), .int(now), .text(id)])
+            try finishIntent(intent, state: "rolled-back", now: now)
+        }
+
         public func markLost(id: String, error: String, now: Int64) throws(StoreError) {
             try db.query("UPDATE claims SET state = 'lost', error = ?, updated_at = ? WHERE id = ?", [.text(error), .int(now), .text(id)])
         }

@@ -217,6 +217,33 @@ public struct NVMeVFProvisioner: Sendable {
         return actions
     }
 
+    /// Puts secondary controllers back as `secondaries` lists them (from `status` earlier), after a
+    /// failed creation: each that differs goes offline, gets its VQ and VI back (the ones giving
+    /// resources up first, so the others find them free), and goes online again if it was online
+    /// (which needs its VF). The state is read back from the controller, not assumed: a command
+    /// whose completion was lost may have run.
+    public func restore(pf: PCIAddress, secondaries: [NVMeSecondaryController]) throws(SRIOVError) {
+        let (controller, _, _) = try open(pf)
+        let now = try controller.secondaryControllers()
+        let differing = secondaries.compactMap { want -> (want: NVMeSecondaryController, now: NVMeSecondaryController)? in
+            guard let current = now.first(where: { $0.controllerID == want.controllerID }),
+                  current.isOnline != want.isOnline || current.queues != want.queues || current.interrupts != want.interrupts else { return nil }
+            return (want, current)
+        }
+        for d in differing where d.now.isOnline {
+            try controller.execute(.virtualizationManagement(action: .secondaryOffline, controllerID: d.want.controllerID))
+        }
+        let giving = differing.sorted { (Int($0.want.queues) - Int($0.now.queues)) + (Int($0.want.interrupts) - Int($0.now.interrupts))
+            < (Int($1.want.queues) - Int($1.now.queues)) + (Int($1.want.interrupts) - Int($1.now.interrupts)) }
+        for d in giving {
+            try controller.execute(.virtualizationManagement(action: .secondaryAssign, resource: .queue, controllerID: d.want.controllerID, count: d.want.queues))
+            try controller.execute(.virtualizationManagement(action: .secondaryAssign, resource: .interrupt, controllerID: d.want.controllerID, count: d.want.interrupts))
+        }
+        for d in differing where d.want.isOnline {
+            try controller.execute(.virtualizationManagement(action: .secondaryOnline, controllerID: d.want.controllerID))
+        }
+    }
+
     /// Checks the arguments alone (before any device is touched).
     static func validateArguments(pf: PCIAddress, vfIndex: Int, queues: Int, interrupts: Int) throws(SRIOVError) {
         guard vfIndex >= 0 && vfIndex < Int(UInt16.max) else {

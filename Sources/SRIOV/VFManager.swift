@@ -89,15 +89,16 @@ public struct VFManager: Sendable {
                 }
             }
         } catch {
-            // Best effort back to where we were: the VF count (through 0), then autoprobe.
+            // Best effort back to where we were: autoprobe first (the kernel consults it when it
+            // creates VFs, so the old VFs come back on the drivers they had), then the VF count (through 0).
             let dir = root.devicePath(pf)
             let now = (try? physicalFunction(pf))?.sriov
+            if let was = before.driversAutoprobe, now?.driversAutoprobe != was {
+                try? writer.write(was ? "1" : "0", to: dir + "/sriov_drivers_autoprobe")
+            }
             if let now, now.numVFs != before.numVFs {
                 if now.numVFs != 0 { try? writer.write("0", to: dir + "/sriov_numvfs") }
                 if before.numVFs != 0 { try? writer.write("\(before.numVFs)", to: dir + "/sriov_numvfs") }
-            }
-            if let was = before.driversAutoprobe, now?.driversAutoprobe != was {
-                try? writer.write(was ? "1" : "0", to: dir + "/sriov_drivers_autoprobe")
             }
             throw error
         }

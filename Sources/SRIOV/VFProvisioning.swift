@@ -6,6 +6,13 @@ public protocol VFResourceProvisioner: Sendable {
     func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction]
     /// After the VFs exist, for VF `index`.
     func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction]
+    /// After a failed creation, once the VF count is back: gives the VFs the resources they had
+    /// before this provisioner's `prepare` (best effort). The default has nothing to undo.
+    func rollBack(pf: PCIAddress) throws
+}
+
+extension VFResourceProvisioner {
+    public func rollBack(pf: PCIAddress) throws {}
 }
 
 /// `passage vf create`: set the VF count, give each VF its resources, bind each to a driver —
@@ -63,6 +70,10 @@ public struct VFProvisioning: Sendable {
         guard r.count >= 1 else { throw SRIOVError(code: .invalidArgument, message: "--count must be at least 1 (use `passage vf remove \(r.pf)` to remove VFs)") }
         if let d = r.driver { try DriverBinder.checkDriverName(d) }
         let (_, before) = try manager.physicalFunction(r.pf)
+        let binder = passthrough.binder
+        // The VFs there now, with their drivers: a count change destroys them, so a rollback that
+        // re-creates them must also put each back on the driver (and override) it had.
+        let previousVFs = before.vfs.map { (address: $0.address, driver: binder.currentDriver($0.address), override: binder.currentOverride($0.address)) }
         let autoprobe = r.autoprobe ?? ((r.driver != nil || r.resources != nil) ? false : nil)
         var actions: [HostAction] = []
         var bound: [DriverBinder.Change] = []
@@ -100,14 +111,23 @@ public struct VFProvisioning: Sendable {
             guard !r.dryRun else { throw error }
             var notes: [String] = []
             for c in bound.reversed() {
-                passthrough.binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride)
+                binder.rollback(c.address, previousDriver: c.previousDriver, previousOverride: c.previousOverride)
             }
-            if (try? manager.physicalFunction(r.pf).sriov.numVFs) != before.numVFs {
+            let now = try? manager.physicalFunction(r.pf).sriov
+            if now?.numVFs != before.numVFs || now?.driversAutoprobe != before.driversAutoprobe {
                 do {
                     try manager.setCount(pf: r.pf, count: before.numVFs, autoprobe: before.driversAutoprobe)
                     notes.append("the VF count of \(r.pf) was put back to \(before.numVFs)")
                 } catch {
                     notes.append("putting the VF count of \(r.pf) back to \(before.numVFs) failed too: \(error)")
+                }
+            }
+            if let res = r.resources {
+                do { try res.rollBack(pf: r.pf) } catch { notes.append("putting the VFs' resources back failed too: \(error)") }
+            }
+            for vf in previousVFs where binder.currentDriver(vf.address) != vf.driver || binder.currentOverride(vf.address) != vf.override {
+                do { _ = try binder.restore(vf.address, to: vf.driver, override: vf.override) } catch {
+                    notes.append("putting VF \(vf.address) back on \(vf.driver ?? "no driver") failed too: \(error)")
                 }
             }
             let message = "\(error)" + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; "))

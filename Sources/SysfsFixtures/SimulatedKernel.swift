@@ -17,6 +17,42 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     /// VF templates by PF: what `sriov_numvfs` creates.
     public var vfTemplates: [PCIAddress: @Sendable (Int) -> FixtureDevice] = [:]
     private var faults: [(match: (String, String) -> Bool, errno: Int32, hang: Double)] = []
+    private var planned: (fault: Fault, n: Int, suffix: String?, seen: Int)?
+    private var attempts = 0
+    /// Called after each write the kernel applied, outside the lock: (path relative to the root, value).
+    /// Tests hang simulated devices off it (a PF `reset` resetting an NVMe controller model).
+    public var afterWrite: (@Sendable (_ path: String, _ value: String) -> Void)?
+
+    /// How an injected fault shows to the writer.
+    public enum Fault: Sendable, Hashable, CustomStringConvertible {
+        /// The write fails with this errno and changes nothing.
+        case errno(Int32)
+        /// The write returns success but the kernel never reacts (a driver that never binds, VFs
+        /// that never appear, an attribute that keeps its value): the caller's wait must time out.
+        case noReaction
+
+        /// ENODEV, EBUSY, EIO and a timeout: the kinds every device operation must survive.
+        public static let all: [Fault] = [.errno(ENODEV), .errno(EBUSY), .errno(EIO), .noReaction]
+
+        public var description: String {
+            switch self {
+            case let .errno(e): e == ENODEV ? "ENODEV" : e == EBUSY ? "EBUSY" : e == EIO ? "EIO" : "errno \(e)"
+            case .noReaction: "timeout"
+            }
+        }
+    }
+
+    /// Write attempts so far (failed ones included), for counting the writes an operation makes.
+    public var writeAttempts: Int { lock.withLock { attempts } }
+
+    /// The `n`th write from now (1-based; counting only writes whose path ends with `pathSuffix`
+    /// when given) meets `fault`. One planned fault at a time; it fires once.
+    public func injectFault(_ fault: Fault, atWrite n: Int, pathSuffix: String? = nil) {
+        lock.withLock { planned = (fault, n, pathSuffix, 0) }
+    }
+
+    /// True once the planned fault has fired (or none is planned).
+    public var plannedFaultFired: Bool { lock.withLock { planned == nil } }
 
     public init(fixture: SysfsFixture) {
         self.fixture = fixture
@@ -44,8 +80,21 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
         let v = value.hasSuffix("\n") ? String(value.dropLast()) : value
         var hang = 0.0
         var injected: Int32 = 0
+        var ignored = false
         lock.withLock {
-            if let i = faults.firstIndex(where: { $0.match(rel, v) }) {
+            attempts += 1
+            if var p = planned, p.suffix.map({ rel.hasSuffix($0) }) ?? true {
+                p.seen += 1
+                planned = p
+                if p.seen == p.n {
+                    planned = nil
+                    switch p.fault {
+                    case let .errno(e): injected = e
+                    case .noReaction: ignored = true
+                    }
+                }
+            }
+            if injected == 0, !ignored, let i = faults.firstIndex(where: { $0.match(rel, v) }) {
                 injected = faults[i].errno
                 hang = faults[i].hang
                 faults.remove(at: i)
@@ -53,9 +102,11 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
         }
         if hang > 0 { Thread.sleep(forTimeInterval: hang) }
         if injected != 0 { throw Self.error(injected, path, v) }
+        if ignored { return }
         let e: Int32 = lock.withLock { apply(rel, v) }
         if e != 0 { throw Self.error(e, path, v) }
         lock.withLock { writes.append((rel, v)) }
+        afterWrite?(rel, v)
     }
 
     static func error(_ e: Int32, _ path: String, _ v: String) -> HostPCIError {
