@@ -5,7 +5,7 @@
 # Prints per target: executions, crashes; a crash leaves its input as Fuzz/crashes/TARGET-*
 # (turn each into a regression test). Exit 1 when any target crashed.
 #
-#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: pci-address toml vm-config-json pci-passthrough
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     targets: pci-address toml vm-config-json pci-passthrough boot-image
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/env.sh
@@ -14,9 +14,10 @@ declare -A sources=(
     [pci-address]="Fuzz/FuzzPCIAddress.swift Sources/HostPCI/PCIAddress.swift Sources/HostPCI/HostPCIError.swift Sources/HostPCI/SysfsRoot.swift"
     [toml]="Fuzz/FuzzTOML.swift Sources/PassageDaemon/Policy/TOML.swift"
     [vm-config-json]="Fuzz/FuzzStrictJSON.swift Sources/VMM/StrictJSON.swift"
+    [boot-image]="Fuzz/FuzzBootImage.swift Sources/VMM/LinuxBootImage.swift Sources/VMM/VMMError.swift"
     [pci-passthrough]="Fuzz/FuzzPCIPassthrough.swift Sources/VMM/PCI/PassthroughConfigSpace.swift Sources/VMM/PCI/MSIXTable.swift"
 )
-targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json pci-passthrough)
+targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json pci-passthrough boot-image)
 out=.build/fuzz
 mkdir -p "$out" Fuzz/crashes
 status=0

@@ -1,5 +1,10 @@
+// (Conditional so that the fuzz harnesses can compile the parsers with this file alone.)
+#if canImport(KVM)
 import KVM
+#endif
+#if canImport(VFIO)
 import VFIO
+#endif
 
 /// The one error type of the VMM: what failed, in words that name the thing and the fix.
 public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -28,15 +33,19 @@ public struct VMMError: Error, Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
 
+#if canImport(KVM)
     public init(_ error: KVMError) {
         self.code = .kvm
         self.message = error.message
     }
+#endif
 
+#if canImport(VFIO)
     public init(_ error: VFIOError) {
         self.code = .passthrough
         self.message = error.message
     }
+#endif
 
     public var description: String { message }
 }
