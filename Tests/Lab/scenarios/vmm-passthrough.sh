@@ -87,11 +87,15 @@ claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .cl
 lab_check "the VM holds a claim ($claim)" test -n "$claim" -a "$claim" != null
 lab_eq "the VF was claimed onto vfio-pci" vfio-pci "$(lab_driver $vf)"
 vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .pid')
-fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null)
-lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" \
-    test -n "$(grep -o 'anon_inode:kvm-vfio' <<<"$fds")" -a -n "$(grep -o '/dev/vfio/vfio' <<<"$fds")"
-modes=$(cat /proc/$vmmpid/task/*/status 2>/dev/null | sed -n 's/^Seccomp:[[:space:]]*//p' | sort | uniq -c | tr -s ' ' | tr '\n' ';')
-lab_check "every passage-vmm thread runs under its seccomp filter (Seccomp: 2 — $modes)" test -n "$modes" -a -z "$(cat /proc/$vmmpid/task/*/status | sed -n 's/^Seccomp:[[:space:]]*//p' | grep -v '^2$')"
+# (passage vm start returns once passage-vmm is spawned; its set-up — DMA mapping included — takes
+# a second or two more before the vCPU threads run, so these wait for it.)
+vmm_has_devices() { local fds; fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null); [[ $fds == *anon_inode:kvm-vfio* && $fds == */dev/vfio/vfio* ]]; }
+vmm_sandboxed() {
+    local modes; modes=$(sed -n 's/^Seccomp:[[:space:]]*//p' /proc/$vmmpid/task/*/status 2>/dev/null)
+    [[ $(wc -l <<<"$modes") -ge 2 && -z $(grep -v '^2$' <<<"$modes") ]]
+}
+lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" lab_wait_for 20 vmm_has_devices
+lab_check "every passage-vmm thread (main and vCPU) runs under its seccomp filter (Seccomp: 2)" lab_wait_for 20 vmm_sandboxed
 rel=$("$bin/passage" release "$claim" 2>&1); rc=$?
 echo "# release while running: rc=$rc $rel"
 lab_check "releasing the claim while the VM runs is refused (in use by VM l2)" test "$rc" -ne 0 -a -n "$(grep -o "in use by VM l2" <<<"$rel")"
