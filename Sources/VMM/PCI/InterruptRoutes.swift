@@ -8,23 +8,16 @@ final class InterruptRoutes {
     private let vm: KVMVirtualMachine
     private var msi: [UInt32: (address: UInt64, data: UInt32)] = [:]
     private var next: UInt32 = 24                        // after the IOAPIC's 24 pins
-    private var released: [UInt32] = []
 
     init(vm: KVMVirtualMachine) { self.vm = vm }
 
-    /// A GSI of its own for one MSI vector.
+    /// A GSI of its own for one MSI vector (kept for the VM's life: a device's vectors are made once).
     func allocate() throws(VMMError) -> UInt32 {
-        if let g = released.popLast() { return g }
         guard Int(next) < Self.limit else {
             throw VMMError(.passthrough, "all \(Self.limit) KVM interrupt routes are in use: pass through fewer MSI-X vectors")
         }
         defer { next += 1 }
         return next
-    }
-
-    func release(_ gsi: UInt32) {
-        msi[gsi] = nil
-        released.append(gsi)
     }
 
     /// Records the MSI message of `gsi` (takes effect at `commit`).

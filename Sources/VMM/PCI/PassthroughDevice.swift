@@ -57,19 +57,17 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
             }
             regions = r
         } catch { throw VMMError(error) }
-        // The table size comes from the device's MSI-X capability, read before the emulation exists.
-        var table: MSIXTable?
         let deviceConfig = DeviceConfig(device: device, region: configRegion)
-        let probe = PassthroughConfigSpace(backend: deviceConfig, bars: [])
-        if let layout = probe.msix {
+        let bars = PCIBARDescription.describe(config: deviceConfig, sizes: regions.mapValues(\.size))
+        config = PassthroughConfigSpace(backend: deviceConfig, bars: bars)
+        if let layout = config.msix {
             guard regions[layout.tableBAR] != nil, regions[layout.pbaBAR] != nil else {
                 throw VMMError(.passthrough, "\(device.address): its MSI-X table or PBA lies in a BAR VFIO does not expose")
             }
-            table = MSIXTable(count: layout.tableSize)
+            msix = MSIXTable(count: layout.tableSize)
+        } else {
+            msix = nil
         }
-        msix = table
-        let bars = PCIBARDescription.describe(config: deviceConfig, sizes: regions.mapValues(\.size))
-        config = PassthroughConfigSpace(backend: deviceConfig, bars: bars)
         // mmap what VFIO lets us map, once; the guest's BAR moves only change the KVM slots.
         for bar in bars where bar.kind != .io {
             guard let region = regions[bar.index], region.mappable else { continue }
@@ -202,9 +200,6 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         return nil
     }
 
-    /// KVM slots of a BAR now (tests, diagnostics).
-    func mappedSlots(bar: Int) -> [(guest: UInt64, size: UInt64)] { (slots[bar] ?? []).map { ($0.guest, $0.size) } }
-
     // MARK: trapped BAR accesses
 
     public func mmioRead(region bar: Int, offset: UInt64, data: UnsafeMutableRawBufferPointer) {
@@ -292,9 +287,6 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
             note("\(device.address): KVM_IRQFD for MSI-X vector \(v) failed: \(error.message)")
         }
     }
-
-    /// Whether MSI-X vector `v` is wired to the guest now (tests, diagnostics).
-    func isDelivering(_ v: Int) -> Bool { v < vectors.count && vectors[v].irqfd }
 
     // MARK: helpers
 
