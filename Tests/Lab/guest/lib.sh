@@ -139,6 +139,17 @@ lab_nvme_sriov_enable() {
     nvme list-secondary "$ctrl" 2>&1 | head -n 40
 }
 
+# lab_vf_drivers PF: the driver of each of PF's VFs in virtfn order, "-" for none, space-separated.
+lab_vf_drivers() {
+    local l d out=()
+    for l in "$LAB_PCI/$1"/virtfn*; do
+        [[ -e $l ]] || continue
+        d=$(lab_driver "$(basename "$(readlink "$l")")")
+        out+=("${d:--}")
+    done
+    echo "${out[*]}"
+}
+
 # lab_vfio_bind ADDRESS: driver_override=vfio-pci and probe. Prints /dev/vfio/GROUP.
 lab_vfio_bind() {
     local a=$1 g

@@ -24,11 +24,7 @@ export PASSAGE_SOCKET=$sock
 pid= t=
 start_daemon() { lab_passaged_start $sock $state --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID t=$LAB_PASSAGED_SECONDS; }
 numvfs() { cat $LAB_PCI/$pf/sriov_numvfs; }
-vf_drivers() { # the driver of each VF, or "-" for none
-    local l out=""
-    for l in $LAB_PCI/$pf/virtfn*; do [[ -e $l ]] || continue; out+="$(lab_driver "$(basename "$(readlink "$l")")" || true)"; out+=" "; done
-    echo "${out% }" | sed 's/^ *$//; s/  / - /g'
-}
+vf_drivers() { lab_vf_drivers $pf; }
 create=(vf create $pf --count 2 --driver vfio-pci --nvme-queues 2 --nvme-interrupts 1)
 
 start_daemon || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"

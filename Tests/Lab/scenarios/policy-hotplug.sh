@@ -51,11 +51,7 @@ pid=
 start_daemon() { lab_passaged_start $sock $state --policy $policy --rescan-interval 60 || return 1; pid=$LAB_PASSAGED_PID t=$LAB_PASSAGED_SECONDS; }
 stop_daemon() { kill -TERM $pid; wait $pid; }
 writes() { curl -s --unix-socket $sock http://localhost/metrics | awk '/^passage_sysfs_writes_total/ { print $2 }'; }
-vf_drivers() {
-    local l out=""
-    for l in $LAB_PCI/$pf/virtfn*; do [[ -e $l ]] || continue; out+="$(lab_driver "$(basename "$(readlink "$l")")" || true) "; done
-    echo "${out% }"
-}
+vf_drivers() { lab_vf_drivers $pf; }
 policy_ok() { curl -s --unix-socket $sock http://localhost/v1/policy | jq -e '.steps | length > 0 and all(.action == "ok")' >/dev/null; }
 
 # ---- boot path --------------------------------------------------------------------------------
@@ -78,7 +74,7 @@ lab_eq "… and not one sysfs write" 0 "$(writes)"
 
 stop_daemon
 echo 0000:01:00.2 >$LAB_PCI/0000:01:00.2/driver/unbind
-lab_eq "a VF unbound while passaged was down" "vfio-pci " "$(vf_drivers)"
+lab_eq "a VF unbound while passaged was down" "vfio-pci -" "$(vf_drivers)"
 start_daemon || lab_fatal "passaged did not restart"
 lab_check "restart with the policy half-satisfied completes it" lab_wait_for 10 sh -c "[ -L $LAB_PCI/0000:01:00.2/driver ]"
 lab_eq "both VFs on vfio-pci again" "vfio-pci vfio-pci" "$(vf_drivers)"
