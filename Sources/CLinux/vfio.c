@@ -34,12 +34,12 @@ _Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "vfio_region_s
 _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "vfio_region_info_cap_sparse_mmap");
 
 
-int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
+static int set_irq_eventfds(int device, uint32_t action, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
     size_t size = sizeof(struct vfio_irq_set) + (size_t)count * sizeof(int32_t);
     struct vfio_irq_set *set = calloc(1, size);
     if (!set) return -ENOMEM;
     set->argsz = (uint32_t)size;
-    set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    set->flags = VFIO_IRQ_SET_DATA_EVENTFD | action;
     set->index = index;
     set->start = start;
     set->count = count;
@@ -47,6 +47,14 @@ int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, ui
     int r = ioctl(device, VFIO_DEVICE_SET_IRQS, set) < 0 ? -errno : 0;
     free(set);
     return r;
+}
+
+int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
+    return set_irq_eventfds(device, VFIO_IRQ_SET_ACTION_TRIGGER, index, start, count, fds);
+}
+
+int passage_vfio_set_irq_unmask_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
+    return set_irq_eventfds(device, VFIO_IRQ_SET_ACTION_UNMASK, index, start, count, fds);
 }
 
 int passage_vfio_disable_irqs(int device, uint32_t index) {

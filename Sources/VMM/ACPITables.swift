@@ -83,6 +83,9 @@ public enum ACPITables {
     ///         WordIO (…, 0x0000, 0x0CF7, …)  WordIO (…, 0x0D00, 0xFFFF, …)
     ///         DWordMemory (…, 0xC0000000, 0xFEBFFFFF, …)   // the PCI hole up to the IOAPIC
     ///     })
+    ///     Name (_PRT, Package (31) {                        // INTA of slots 1…31 → IOAPIC pins
+    ///         Package (4) { 0x0001FFFF, 0, 0, 17 }, …       // PCIHostBridge.intxGSI(slot:)
+    ///     })
     /// }
     /// ```
     /// Linux then enumerates bus 0 through configuration mechanism #1 and keeps the BARs the VMM
@@ -123,8 +126,24 @@ public enum ACPITables {
         let uid: [UInt8] = [0x08] + Array("_UID".utf8) + [0x00]                          // ZeroOp
         let bbn: [UInt8] = [0x08] + Array("_BBN".utf8) + [0x00]
         let crs = [0x08] + Array("_CRS".utf8) + buffer
-        let body = Array("PCI0".utf8) + hid + uid + bbn + crs
+        let body = Array("PCI0".utf8) + hid + uid + bbn + crs + prtAML()
         return [0x5B, 0x82] + pkgLength(body.count) + body
+    }
+
+    /// `_PRT` of `PCI0`: for each slot 1…31 its INTA (pin 0; the VMM shows every passed-through
+    /// function as single-function with pin INTA) wired straight to a GSI (source 0), the one
+    /// `PCIHostBridge.intxGSI(slot:)` names. Linux then registers the pin level-triggered, active low.
+    static func prtAML() -> [UInt8] {
+        var entries: [UInt8] = []
+        for slot in 1..<32 {
+            let fields: [UInt8] = [0x04]                                                  // NumElements
+                + [0x0C] + le32(UInt32(slot) << 16 | 0xFFFF)                             // DWordConst address: slot, any function
+                + [0x00, 0x00]                                                           // pin INTA (Zero), source Zero
+                + [0x0A, UInt8(PCIHostBridge.intxGSI(slot: slot))]                       // ByteConst GSI
+            entries += [0x12] + pkgLength(fields.count) + fields                         // PackageOp
+        }
+        let package = [0x12] + pkgLength(1 + entries.count) + [31] + entries
+        return [0x08] + Array("_PRT".utf8) + package
     }
 
     /// AML PkgLength for `count` bytes following it: the encoding counts its own bytes.

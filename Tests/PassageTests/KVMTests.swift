@@ -160,6 +160,48 @@ struct KVMTests {
         try g.vm.unregisterIRQFD(irq4, gsi: 4)
     }
 
+    @Test("a resampling irqfd (passthrough INTx): the line stays up until the guest's EOI, which signals the resample eventfd")
+    func resamplingIRQFD() throws {
+        let code: [UInt8] = [
+            0xFA,                   // cli
+            0xB0, 0x11, 0xE6, 0x20, // ICW1
+            0xB0, 0x20, 0xE6, 0x21, // ICW2: vectors 0x20…
+            0xB0, 0x04, 0xE6, 0x21, // ICW3
+            0xB0, 0x01, 0xE6, 0x21, // ICW4
+            0xB0, 0xDF, 0xE6, 0x21, // OCW1: unmask IRQ 5 only
+            0xB0, 0x01, 0xE6, 0x10, // out 0x10, 1: ready
+            0xFB,                   // sti
+            0xF4,                   // loop: hlt
+            0xEB, 0xFD,             // jmp loop
+        ]
+        let g = try TinyGuest(code: code, irqchip: true)
+        // Handler of vector 0x25: out 0x11, 0x55; EOI to the PIC; out 0x12, 1 (the EOI is done); iret.
+        g.memory.write([0xB0, 0x55, 0xE6, 0x11, 0xB0, 0x20, 0xE6, 0x20, 0xB0, 0x01, 0xE6, 0x12, 0xCF], at: 0x1100)
+        g.memory.write([0x00, 0x11, 0, 0], at: 0x25 * 4)
+        var lapic = try g.vcpu.lapic()
+        lapic.setDeliveryMode(.lvtLINT0, .extINT)
+        lapic[.spurious] = 0x1FF
+        try g.vcpu.setLAPIC(lapic)
+        expectOut(try nextExit(g.vcpu), port: 0x10, size: 1, value: 1)
+
+        let trigger = try EventFD(), resample = try EventFD()
+        func readable(_ e: EventFD) -> Bool {
+            var p = pollfd(fd: e.fd, events: Int16(POLLIN), revents: 0)
+            return poll(&p, 1, 0) == 1
+        }
+        try g.vm.registerIRQFD(trigger, gsi: 5, resample: resample)
+        for round in 1...3 {
+            try trigger.signal()
+            expectOut(try nextExit(g.vcpu), port: 0x11, size: 1, value: 0x55)
+            #expect(!readable(resample), "round \(round): before the EOI the line is still up")
+            expectOut(try nextExit(g.vcpu), port: 0x12, size: 1, value: 1)
+            #expect(readable(resample), "round \(round): the EOI lowered the line and signalled the resample eventfd")
+            var count: UInt64 = 0
+            _ = read(resample.fd, &count, 8)
+        }
+        try g.vm.unregisterIRQFD(trigger, gsi: 5)
+    }
+
     @Test("several vCPUs start, each on its own thread; a kick by immediate_exit")
     func multipleVCPUs() throws {
         let g = try TinyGuest(code: [0xE6, 0x10, 0xF4], vcpus: 3) // out 0x10, al; hlt

@@ -122,11 +122,35 @@ struct VMMACPITests {
         let crs = aml.firstRange(of: Array("_CRS".utf8))!.upperBound
         #expect(aml[crs] == 0x11 && aml[crs + 3] == 0x0B)                                 // Buffer, WordConst size
         let n = Int(aml[crs + 4]) | Int(aml[crs + 5]) << 8
-        let r = Array(aml[(crs + 6)...])
-        #expect(r.count == n && Array(r.suffix(2)) == [0x79, 0x00])
+        let r = Array(aml[(crs + 6)..<(crs + 6 + n)])
+        #expect(Array(r.suffix(2)) == [0x79, 0x00])
+        #expect(Array(aml[(crs + 6 + n)..<(crs + 6 + n + 5)]) == [0x08] + Array("_PRT".utf8), "then _PRT")
         #expect(Array(r[0..<4]) == [0x88, 0x0D, 0x00, 0x02])                              // bus numbers
         #expect(Array(r[16..<24]) == [0x47, 0x01, 0xF8, 0x0C, 0xF8, 0x0C, 0x01, 0x08])
         let mem = Array(r[56..<82])
         #expect(mem[0] == 0x87 && u32(mem, 10) == 0xC000_0000 && u32(mem, 14) == 0xFEBF_FFFF && u32(mem, 22) == 0x3EC0_0000)
+    }
+
+    @Test("PCI0's _PRT wires INTA of slots 1…31 to the GSIs the VMM raises (16…23 in turn)")
+    func interruptRouting() {
+        let aml = ACPITables.pciRootAML()
+        let at = aml.firstRange(of: Array("_PRT".utf8))!
+        #expect(aml[at.lowerBound - 1] == 0x08)                                          // NameOp
+        let prt = Array(aml[at.upperBound...])
+        #expect(prt[0] == 0x12)                                                          // PackageOp
+        let length = Int(prt[1] & 0x0F) | Int(prt[2]) << 4                              // 2-byte PkgLength
+        #expect(prt.count == 1 + length && prt[3] == 31, "_PRT ends PCI0; 31 entries")
+        var entries: [(slot: Int, pin: UInt8, source: UInt8, gsi: UInt8)] = []
+        var i = 4
+        while i < prt.count {
+            let e = Array(prt[i..<(i + 12)])
+            #expect(e[0] == 0x12 && e[1] == 11 && e[2] == 4 && e[3] == 0x0C && e[10] == 0x0A)
+            entries.append((Int(u32(e, 4) >> 16), e[8], e[9], e[11]))
+            #expect(u32(e, 4) & 0xFFFF == 0xFFFF, "any function of the slot")
+            i += 12
+        }
+        #expect(entries.map(\.slot) == Array(1...31))
+        #expect(entries.allSatisfy { $0.pin == 0 && $0.source == 0 && UInt32($0.gsi) == PCIHostBridge.intxGSI(slot: $0.slot) })
+        #expect(Set(entries.prefix(8).map(\.gsi)) == Set(16...23), "the first eight slots each have a line of their own")
     }
 }

@@ -21,7 +21,7 @@ final class RecordedConfig: PCIConfigBackend {
     func put32(_ offset: Int, _ v: UInt32) { put(offset, (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) }) }
 
     /// NVMe VF: 1b36:0010 class 010802; BAR0 64-bit 16 KiB (MSI-X table at 0x2000, PBA at 0x3000,
-    /// 10 vectors), BAR4 an I/O BAR of 32 ports; capabilities 0x40 PM → 0x50 MSI → 0x60 vendor →
+    /// 10 vectors), BAR4 an I/O BAR of 32 ports; capabilities 0x40 PM → 0x50 MSI (64-bit, 4 vectors) → 0x60 vendor →
     /// 0x70 MSI-X → 0x80 PCIe; an SR-IOV-like extended capability at 0x100; ROM BAR present.
     static func nvmeVF() -> RecordedConfig {
         let c = RecordedConfig()
@@ -35,13 +35,30 @@ final class RecordedConfig: PCIConfigBackend {
         c.put(0x34, [0x40])
         c.put(0x3D, [0x01])                                        // INTA
         c.put(0x40, [0x01, 0x50, 0x03, 0x00]); c.put16(0x44, 0x0008)          // PM
-        c.put(0x50, [0x05, 0x60, 0x80, 0x01])                                 // MSI (hidden)
+        c.put(0x50, [0x05, 0x60, 0x84, 0x00])                                 // MSI: 64-bit, 4 vectors, no mask bits
         c.put(0x60, [0x09, 0x70, 0x08, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE])         // vendor-specific (hidden)
         c.put(0x70, [0x11, 0x80]); c.put16(0x72, 0x0009)                      // MSI-X: 10 vectors
         c.put32(0x74, 0x0000_2000); c.put32(0x78, 0x0000_3000)                // table BAR0+0x2000, PBA BAR0+0x3000
         c.put(0x80, [0x10, 0x00, 0x02, 0x00]); c.put32(0x84, 0x0000_8000)     // PCIe v2, device caps
         c.put16(0x88, 0x2810)                                                 // device control
         c.put32(0x100, 0x0001_0010)                                           // extended capability (SR-IOV id 0x10)
+        return c
+    }
+
+    /// An AHCI-like function with MSI but no MSI-X: 8086:2922 class 010601, BAR4 I/O 32 ports,
+    /// BAR5 32-bit memory 4 KiB, INTA; capabilities 0x80 MSI (32-bit address, per-vector
+    /// masking, 8 vectors) → 0xA8 SATA (hidden).
+    static func msiOnly() -> RecordedConfig {
+        let c = RecordedConfig()
+        c.put16(0x00, 0x8086); c.put16(0x02, 0x2922)
+        c.put16(0x06, 0x0010)
+        c.put(0x08, [0x02, 0x01, 0x06, 0x01])
+        c.put32(0x20, 0x0000_0001); c.put32(0x24, 0x0000_0000)
+        c.put(0x34, [0x80])
+        c.put(0x3D, [0x01])
+        c.put(0x80, [0x05, 0xA8]); c.put16(0x82, 0x0106)                      // MSI: PVM, MMC 3
+        c.put32(0x8C, 0x0000_00F0)                                            // the device's own mask bits (not shown)
+        c.put(0xA8, [0x12, 0x00, 0x10, 0x00])                                 // SATA (hidden)
         return c
     }
 
@@ -113,7 +130,7 @@ struct PassthroughConfigSpaceTests {
         #expect(c.read(offset: 0x10, size: 4) == 0xC000_0004 && c.read(offset: 0x14, size: 4) == 0)
     }
 
-    @Test("the capability list keeps PM, MSI-X and PCIe, re-linked; hidden capabilities read 0 and ignore writes")
+    @Test("the capability list keeps PM, MSI, MSI-X and PCIe, re-linked; hidden capabilities read 0 and ignore writes")
     func capabilities() {
         let (dev, c) = make()
         var ids: [UInt32] = [], p = Int(c.read(offset: 0x34, size: 1))
@@ -121,10 +138,10 @@ struct PassthroughConfigSpaceTests {
             ids.append(c.read(offset: p, size: 1))
             p = Int(c.read(offset: p + 1, size: 1))
         }
-        #expect(ids == [0x01, 0x11, 0x10])
-        #expect(c.read(offset: 0x50, size: 4) == 0 && c.read(offset: 0x64, size: 4) == 0)
-        c.write(offset: 0x52, size: 2, value: 0x0001)            // MSI enable on the hidden MSI capability
-        #expect(dev.writes.isEmpty && dev.bytes[0x52] == 0x80)
+        #expect(ids == [0x01, 0x05, 0x11, 0x10])
+        #expect(c.read(offset: 0x60, size: 4) == 0 && c.read(offset: 0x64, size: 4) == 0)
+        c.write(offset: 0x52, size: 2, value: 0x0001)            // MSI enable: virtual, never the device's
+        #expect(dev.writes.isEmpty && dev.bytes[0x52] == 0x84 && c.msiState.enabled)
         c.write(offset: 0x88, size: 2, value: 0x2830)            // PCIe device control passes (vfio-pci polices it)
         #expect(dev.writes.count == 1 && dev.writes[0].offset == 0x88 && dev.writes[0].size == 2)
         c.write(offset: 0x06, size: 2, value: 0xF900)            // status: write-one-to-clear bits pass
@@ -177,11 +194,84 @@ struct PassthroughConfigSpaceTests {
                 _ = c.read(offset: offset, size: size)
             }
         }
-        let forbidden: [Range<Int>] = [0x00..<0x04, 0x08..<0x0C, 0x0E..<0x40, 0x50..<0x70, 0x100..<0x1000]
+        let forbidden: [Range<Int>] = [0x00..<0x04, 0x08..<0x0C, 0x0E..<0x40, 0x50..<0x70, 0x72..<0x7C, 0x100..<0x1000]
         for w in dev.writes {
             #expect(!forbidden.contains { $0.overlaps(w.offset..<(w.offset + w.size)) }, "write reached 0x\(String(w.offset, radix: 16))")
         }
         #expect(c.read(offset: 0, size: 4) == 0x0010_1B36)
+    }
+}
+
+@Suite("VMM passthrough: MSI and INTx as the guest sees them")
+struct PassthroughMSITests {
+    @Test("MSI is virtual: vectors capped at what the device raises, address dword-aligned, 16-bit data, mask and pending bits; nothing reaches the device")
+    func msi32WithMasking() {
+        let dev = RecordedConfig.msiOnly()
+        let c = PassthroughConfigSpace(backend: dev, bars: [PCIBARDescription(index: 4, kind: .io, prefetchable: false, size: 32)])
+        #expect(c.msi?.capability == 0x80 && c.msi?.is64Bit == false && c.msi?.perVectorMasking == true && c.msi?.capableLog2 == 3)
+        #expect(c.msi?.dataOffset == 0x88 && c.msi?.maskOffset == 0x8C && c.msi?.end == 0x94)
+        #expect(c.msix == nil)
+        #expect(c.read(offset: 0x80, size: 4) == 0x0106_0005)     // next 0: SATA is hidden; MMC 3, PVM
+        #expect(c.read(offset: 0x8C, size: 4) == 0)                // the guest's mask bits, not the device's
+        var told = 0
+        c.onMSIChange = { told += 1 }
+        c.write(offset: 0x84, size: 4, value: 0xFEE0_1003)
+        #expect(c.read(offset: 0x84, size: 4) == 0xFEE0_1000 && c.msiState.address == 0xFEE0_1000)
+        c.write(offset: 0x88, size: 4, value: 0xABCD_4041)         // extended message data: not implemented
+        #expect(c.read(offset: 0x88, size: 4) == 0x0000_4041)
+        c.write(offset: 0x82, size: 2, value: 0x0071)              // enable, asking for 128 vectors
+        #expect(c.msiState.enabled && c.msiState.enabledLog2 == 3 && c.msiState.vectors == 8)
+        #expect(c.read(offset: 0x82, size: 2) == 0x0137)
+        #expect(c.msiState.data(ofVector: 5) == 0x4045 && c.msiState.data(ofVector: 0) == 0x4040)
+        c.write(offset: 0x8C, size: 4, value: 0xFFFF_FFFF)        // only the 8 implemented mask bits stick
+        #expect(c.read(offset: 0x8C, size: 4) == 0xFF && c.msiState.isMasked(7))
+        c.msiPendingProbe = { $0 == 2 || $0 == 9 }
+        #expect(c.read(offset: 0x90, size: 4) == 0x04)             // masked vector 2 waits; 9 does not exist
+        c.write(offset: 0x8C, size: 1, value: 0xFB)                // unmask 2
+        #expect(c.read(offset: 0x90, size: 4) == 0)
+        c.write(offset: 0x90, size: 4, value: 0xFFFF_FFFF)        // pending bits are read-only
+        c.write(offset: 0x83, size: 1, value: 0xFF)                // control's high byte: read-only
+        #expect(c.read(offset: 0x82, size: 2) == 0x0137)
+        #expect(told == 7)
+        c.write(offset: 0x82, size: 2, value: 0x0000)
+        #expect(!c.msiState.enabled && c.msiState.enabledLog2 == 0)
+        #expect(dev.writes.isEmpty, "MSI registers are the VMM's; the host kernel programs the device's")
+    }
+
+    @Test("64-bit MSI without per-vector masking: the high address dword, data at +0x0C, no mask bits")
+    func msi64() {
+        let dev = RecordedConfig.nvmeVF()
+        let c = PassthroughConfigSpace(backend: dev, bars: RecordedConfig.bars)
+        #expect(c.msi?.is64Bit == true && c.msi?.perVectorMasking == false && c.msi?.capableLog2 == 2 && c.msi?.end == 0x60)
+        c.write(offset: 0x54, size: 4, value: 0xFEE0_0000)
+        c.write(offset: 0x58, size: 4, value: 0x0000_0001)
+        c.write(offset: 0x5C, size: 2, value: 0x0031)
+        c.write(offset: 0x52, size: 1, value: 0x21)                // enable, 4 vectors
+        #expect(c.msiState == MSIState(enabled: true, enabledLog2: 2, address: 0x1_FEE0_0000, data: 0x31, mask: 0))
+        #expect(c.read(offset: 0x50, size: 4) == 0x00A5_7005)     // next: MSI-X at 0x70
+        #expect(c.read(offset: 0x58, size: 4) == 1 && c.read(offset: 0x5C, size: 4) == 0x31)
+        #expect(dev.writes.isEmpty)
+    }
+
+    @Test("an MSI capability that would run past 256 bytes is hidden, not kept")
+    func msiTooLong() {
+        let dev = RecordedConfig.msiOnly()
+        dev.put(0x34, [0xF0]); dev.put(0xF0, [0x05, 0x00]); dev.put16(0xF2, 0x0180)   // 64-bit + masking: 0x18 bytes
+        let c = PassthroughConfigSpace(backend: dev, bars: [])
+        #expect(c.msi == nil && c.read(offset: 0x34, size: 1) == 0 && c.read(offset: 0xF0, size: 4) == 0)
+    }
+
+    @Test("interrupt pin: INTA when the VMM routes INTx, with the line register starting at its GSI; 0 without")
+    func interruptPin() {
+        let dev = RecordedConfig.msiOnly()
+        let c = PassthroughConfigSpace(backend: dev, bars: [], intxLine: 17)
+        #expect(c.hasINTx && c.read(offset: 0x3C, size: 2) == 0x0111)
+        c.write(offset: 0x3C, size: 1, value: 0x0B)                // the guest's to change (firmware's register)
+        #expect(c.read(offset: 0x3C, size: 1) == 0x0B && dev.writes.isEmpty)
+        #expect(PassthroughConfigSpace(backend: dev, bars: []).read(offset: 0x3D, size: 1) == 0)   // VFIO cannot signal it
+        dev.put(0x3D, [0x00])                                       // a function without a pin
+        let none = PassthroughConfigSpace(backend: dev, bars: [], intxLine: 17)
+        #expect(!none.hasINTx && none.read(offset: 0x3C, size: 2) == 0)
     }
 }
 

@@ -29,6 +29,8 @@ static inline long passage_vfio_ioctl_int(int fd, unsigned long request, unsigne
 /* VFIO_DEVICE_SET_IRQS with `count` eventfds (-1 detaches one) for `index` from `start`, action
    trigger; count 0 with DATA_NONE disables the index. Returns 0 or -errno. */
 int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds);
+/* The same with action unmask: signalling an eventfd unmasks the vector (INTx's resample). */
+int passage_vfio_set_irq_unmask_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds);
 int passage_vfio_disable_irqs(int device, uint32_t index);
 /* Mask (1) or unmask (0) one vector of `index` (DATA_NONE). Returns 0 or -errno. */
 int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask);

@@ -33,6 +33,11 @@ public final class PCIHostBridge: PortIODevice {
     }
 
     /// The first free slot, or nil when all 31 are taken.
+    /// The IOAPIC pin (GSI) INTA of `slot` is wired to, as the DSDT's `_PRT` tells the guest:
+    /// 16…23 in turn, so the first eight devices have a line each (beyond, lines are shared,
+    /// which level-triggered INTx allows).
+    public static func intxGSI(slot: Int) -> UInt32 { 16 + UInt32(slot % 8) }
+
     public var freeSlot: Int? { (1..<32).first { slots[$0] == nil } }
 
     private func store16(_ o: Int, _ v: UInt16) {

@@ -64,6 +64,45 @@ public struct MSIXLayout: Sendable, Equatable {
     public var pbaBytes: UInt64 { UInt64((tableSize + 63) / 64) * 8 }
 }
 
+/// The MSI capability of the real device: its shape (the registers are the VMM's, see `MSIState`).
+public struct MSILayout: Sendable, Equatable {
+    /// Offset of the capability in configuration space.
+    public var capability: Int
+    public var is64Bit: Bool
+    public var perVectorMasking: Bool
+    /// log2 of the vectors the device can raise (Multiple Message Capable, 0…5).
+    public var capableLog2: Int
+
+    public var dataOffset: Int { capability + (is64Bit ? 0x0C : 0x08) }
+    /// Mask bits, then pending bits (with per-vector masking only).
+    public var maskOffset: Int? { perVectorMasking ? capability + (is64Bit ? 0x10 : 0x0C) : nil }
+    /// One past the capability's last register.
+    public var end: Int { perVectorMasking ? maskOffset! + 8 : dataOffset + 4 }
+
+    init(capability: Int, control: UInt16) {
+        self.capability = capability
+        is64Bit = control & 0x80 != 0
+        perVectorMasking = control & 0x100 != 0
+        capableLog2 = min(Int((control >> 1) & 7), 5)
+    }
+}
+
+/// What the guest programmed into the (virtual) MSI capability.
+public struct MSIState: Sendable, Equatable {
+    public var enabled = false
+    /// log2 of the vectors the guest enabled (Multiple Message Enable, at most `capableLog2`).
+    public var enabledLog2 = 0
+    public var address: UInt64 = 0
+    public var data: UInt16 = 0
+    /// Per-vector mask bits (with per-vector masking; else 0).
+    public var mask: UInt32 = 0
+
+    public var vectors: Int { 1 << enabledLog2 }
+    /// Vector `v`'s message data: the low `enabledLog2` bits of the data replaced by `v` (PCI spec).
+    public func data(ofVector v: Int) -> UInt32 { UInt32(data) & ~UInt32(vectors - 1) | UInt32(v) }
+    public func isMasked(_ v: Int) -> Bool { mask & (1 << UInt32(v)) != 0 }
+}
+
 /// Configuration-space virtualization of a passed-through function (type 0 header).
 ///
 /// What the guest sees, register by register:
@@ -73,16 +112,20 @@ public struct MSIXLayout: Sendable, Equatable {
 ///   mastering take effect); toggling decoding remaps the BARs;
 /// - BARs: emulated — sized by the guest (writing all ones reads back the size mask), placed where
 ///   the guest puts them; unimplemented BARs read 0 and ignore writes;
-/// - expansion ROM, CardBus CIS, BIST: hidden (0); interrupt pin 0 (no INTx);
-/// - capability list: power management, PCI Express and MSI-X are kept (their registers pass
-///   through, the kernel's vfio-pci polices them), the list re-linked around every other
-///   capability, whose bytes read 0 and ignore writes; MSI-X message control is virtual (enable
-///   and function mask are the VMM's to act on);
+/// - expansion ROM, CardBus CIS, BIST: hidden (0);
+/// - interrupt pin: INTA when the VMM routes the device's INTx (`intxLine`), else 0; interrupt
+///   line: the guest's value, starting at that GSI (what firmware would have written);
+/// - capability list: power management, PCI Express, MSI and MSI-X are kept, the list re-linked
+///   around every other capability, whose bytes read 0 and ignore writes. PM and PCIe registers
+///   pass through (the kernel's vfio-pci polices them); MSI-X message control is virtual (enable
+///   and function mask are the VMM's to act on); MSI is wholly virtual (`msiState`: enable,
+///   vectors, address, data, mask bits; pending bits from `msiPendingProbe`) — the host kernel
+///   programs the device's own MSI registers when the VMM enables MSI through VFIO;
 /// - extended configuration space (0x100–0xFFF) reads 0: SR-IOV, ARI, resizable BAR and every
 ///   other extended capability are hidden; accesses beyond 4 KiB, of odd sizes or misaligned read
 ///   all ones and are ignored.
 public final class PassthroughConfigSpace {
-    public static let keptCapabilities: Set<UInt8> = [0x01, 0x10, 0x11]   // PM, PCI Express, MSI-X
+    public static let keptCapabilities: Set<UInt8> = [0x01, 0x05, 0x10, 0x11]   // PM, MSI, PCI Express, MSI-X
 
     private let backend: PCIConfigBackend
     public let bars: [PCIBARDescription]
@@ -98,16 +141,28 @@ public final class PassthroughConfigSpace {
     public let msix: MSIXLayout?
     public private(set) var msixEnabled = false
     public private(set) var msixFunctionMasked = false
+    public let msi: MSILayout?
+    public private(set) var msiState = MSIState()
+    /// Whether the guest sees an interrupt pin (INTA), routed by the VMM.
+    public let hasINTx: Bool
 
     /// Told after the guest moved a BAR or switched memory/I/O decoding.
     public var onMappingChange: (() -> Void)?
     /// Told after the guest changed MSI-X enable or function mask.
     public var onMSIXControlChange: (() -> Void)?
+    /// Told after the guest wrote any MSI register.
+    public var onMSIChange: (() -> Void)?
+    /// Asked, when the guest reads the MSI pending bits, whether masked vector N has an interrupt waiting.
+    public var msiPendingProbe: ((Int) -> Bool)?
     /// Accesses refused (out of range, odd size, misaligned): counted for tests and diagnostics.
     public private(set) var refusedAccesses = 0
 
-    public init(backend: PCIConfigBackend, bars: [PCIBARDescription]) {
+    /// `intxLine`: the GSI the VMM routes the device's INTx to (nil: no INTx for the guest — the
+    /// device has no pin, or VFIO cannot signal it).
+    public init(backend: PCIConfigBackend, bars: [PCIBARDescription], intxLine: UInt8? = nil) {
         self.backend = backend
+        hasINTx = intxLine != nil && backend.configRead(offset: 0x3D, size: 1) & 0xFF != 0
+        interruptLine = hasINTx ? intxLine! : 0
         self.bars = bars
         for b in bars {
             barRegisters[b.index] = b.flagBits
@@ -125,9 +180,20 @@ public final class PassthroughConfigSpace {
             }
         }
         capabilities = caps
-        kept = caps.filter { Self.keptCapabilities.contains($0.id) }.map(\.offset)
+        // MSI is kept when its registers fit in the 256-byte header (a capability running past it
+        // is malformed and hidden like any other); only the first MSI and MSI-X capability count.
+        var msiLayout: MSILayout?
+        if let cap = caps.first(where: { $0.id == 0x05 })?.offset {
+            let layout = MSILayout(capability: cap, control: UInt16(truncatingIfNeeded: backend.configRead(offset: cap + 2, size: 2)))
+            if layout.end <= 0x100 { msiLayout = layout }
+        }
+        msi = msiLayout
+        let keep = { (c: (offset: Int, id: UInt8)) -> Bool in
+            c.id == 0x05 ? c.offset == msiLayout?.capability : Self.keptCapabilities.contains(c.id)
+        }
+        kept = caps.filter(keep).map(\.offset)
         let sortedOffsets = caps.map(\.offset).sorted()
-        hidden = caps.filter { !Self.keptCapabilities.contains($0.id) }.map { c in
+        hidden = caps.filter { !keep($0) }.map { c in
             let end = sortedOffsets.first { $0 > c.offset } ?? 0x100
             return c.offset..<end
         }
@@ -207,9 +273,10 @@ public final class PassthroughConfigSpace {
         case 0x34: return UInt8(kept.first ?? 0)
         case 0x35..<0x3C: return 0
         case 0x3C: return interruptLine
-        case 0x3D: return 0                                                                        // no INTx
+        case 0x3D: return hasINTx ? 1 : 0                                                          // INTA or none
         default: break
         }
+        if let m = msi, o >= m.capability + 2, o < m.end { return msiByte(o - m.capability, layout: m) }
         if let k = kept.firstIndex(where: { $0 + 1 == o }) {
             return UInt8(k + 1 < kept.count ? kept[k + 1] : 0)                                      // re-linked list
         }
@@ -219,6 +286,55 @@ public final class PassthroughConfigSpace {
         }
         if hidden.contains(where: { $0.contains(o) }) { return 0 }
         return nil
+    }
+
+    /// Byte `r` (from the capability's start) of the virtual MSI capability.
+    private func msiByte(_ r: Int, layout m: MSILayout) -> UInt8 {
+        let st = msiState
+        let data = m.dataOffset - m.capability
+        switch r {
+        case 2:
+            return (st.enabled ? 1 : 0) | UInt8(m.capableLog2 << 1) | UInt8(st.enabledLog2 << 4) | (m.is64Bit ? 0x80 : 0)
+        case 3: return m.perVectorMasking ? 0x01 : 0
+        case 4..<8: return UInt8(truncatingIfNeeded: st.address >> (8 * UInt64(r - 4)))
+        case 8..<12 where m.is64Bit: return UInt8(truncatingIfNeeded: st.address >> (32 + 8 * UInt64(r - 8)))
+        case data, data + 1: return UInt8(truncatingIfNeeded: st.data >> (8 * UInt16(r - data)))
+        default: break
+        }
+        guard let mo = m.maskOffset.map({ $0 - m.capability }), r >= mo else { return 0 }   // extended message data: none
+        if r < mo + 4 { return UInt8(truncatingIfNeeded: st.mask >> (8 * UInt32(r - mo))) }
+        var bits: UInt8 = 0                                                                      // pending bits
+        for bit in 0..<8 {
+            let v = 8 * (r - mo - 4) + bit
+            if v < (1 << m.capableLog2), st.enabled, st.isMasked(v), msiPendingProbe?(v) == true { bits |= 1 << UInt8(bit) }
+        }
+        return bits
+    }
+
+    /// A guest write of byte `b` at `r` (from the capability's start) of the virtual MSI capability.
+    private func msiWrite(_ r: Int, _ b: UInt8, layout m: MSILayout) {
+        let data = m.dataOffset - m.capability
+        switch r {
+        case 2:
+            msiState.enabled = b & 1 != 0
+            msiState.enabledLog2 = min(Int((b >> 4) & 7), m.capableLog2)
+        case 4: msiState.address = msiState.address & ~0xFF | UInt64(b & 0xFC)         // dword aligned
+        case 5..<8: setByte(&msiState.address, at: r - 4, b)
+        case 8..<12 where m.is64Bit: setByte(&msiState.address, at: r - 4, b)
+        case data, data + 1:
+            let shift = UInt16(8 * (r - data))
+            msiState.data = msiState.data & ~(0xFF << shift) | UInt16(b) << shift
+        default:
+            guard let mo = m.maskOffset.map({ $0 - m.capability }), r >= mo, r < mo + 4 else { return }   // pending: read-only
+            let shift = UInt32(8 * (r - mo))
+            let implemented: UInt32 = m.capableLog2 == 5 ? .max : (1 << (1 << UInt32(m.capableLog2))) - 1
+            msiState.mask = (msiState.mask & ~(0xFF << shift) | UInt32(b) << shift) & implemented
+        }
+    }
+
+    private func setByte(_ v: inout UInt64, at i: Int, _ b: UInt8) {
+        let shift = UInt64(8 * i)
+        v = v & ~(0xFF << shift) | UInt64(b) << shift
     }
 
     /// A guest configuration write.
@@ -234,7 +350,7 @@ public final class PassthroughConfigSpace {
             backend.configWrite(offset: offset, size: size, value: value)
             return
         }
-        var newCommand = command, barsTouched = Set<Int>(), msixTouched = false
+        var newCommand = command, barsTouched = Set<Int>(), msixTouched = false, msiTouched = false
         let barsBefore = barRegisters
         for i in 0..<size {
             let o = offset + i, b = byte(i)
@@ -253,6 +369,9 @@ public final class PassthroughConfigSpace {
                 msixFunctionMasked = b & 0x40 != 0
                 msixEnabled = b & 0x80 != 0
                 msixTouched = true
+            case .msi:
+                if let m = msi { msiWrite(o - m.capability, b, layout: m) }
+                msiTouched = true
             }
         }
         for r in barsTouched.sorted() { normalizeBAR(register: r) }
@@ -265,9 +384,10 @@ public final class PassthroughConfigSpace {
         }
         if mappingChanged { onMappingChange?() }
         if msixTouched { onMSIXControlChange?() }
+        if msiTouched { onMSIChange?() }
     }
 
-    private enum WriteClass { case ignore, pass, command, bar, interruptLine, msixControl }
+    private enum WriteClass { case ignore, pass, command, bar, interruptLine, msixControl, msi }
 
     private func writeClass(_ o: Int) -> WriteClass {
         switch o {
@@ -281,6 +401,7 @@ public final class PassthroughConfigSpace {
         }
         if kept.contains(where: { $0 == o || $0 + 1 == o }) { return .ignore }      // id and next pointer
         if let m = msix, o == m.capability + 3 { return .msixControl }
+        if let m = msi, o >= m.capability + 2, o < m.end { return .msi }
         if let m = msix, o == m.capability + 2 || (m.capability + 4..<m.capability + 12).contains(o) { return .ignore }
         if hidden.contains(where: { $0.contains(o) }) { return .ignore }
         return .pass

@@ -8,8 +8,11 @@ import Musl
 
 /// A host PCI function bound to vfio-pci, given to the guest: configuration space virtualized
 /// (`PassthroughConfigSpace`), BARs mmapped from the device and mapped into the guest as KVM
-/// memory slots (except the pages of the MSI-X table and PBA, which trap to `MSIXTable`), MSI-X
-/// vectors delivered device → VFIO eventfd → KVM irqfd → guest without a user-space hop.
+/// memory slots (except the pages of the MSI-X table and PBA, which trap to `MSIXTable`).
+/// Interrupts never take a user-space hop: MSI-X and MSI vectors go device → VFIO eventfd → KVM
+/// irqfd (an MSI route) → guest; INTx goes to an IOAPIC pin through a resampling irqfd, and KVM's
+/// resample eventfd (the guest's EOI) is VFIO's unmask eventfd. Exactly one kind is on at a time,
+/// as on real hardware: INTx while the guest has neither MSI nor MSI-X enabled.
 ///
 /// Every method runs with the machine's device lock held (configuration accesses come from the
 /// I/O bus, BAR traps from the MMIO bus), so the state needs no lock of its own.
@@ -22,8 +25,10 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
     private var mappings: [Int: [(offset: UInt64, map: VFIOMapping)]] = [:]
     public let config: PassthroughConfigSpace
     public let msix: MSIXTable?
-    private var vectors: [(event: EventFD, gsi: UInt32, irqfd: Bool)] = []
-    private var msixActive = false
+    private let msixVectors: VectorSet
+    private let msiVectors: VectorSet
+    /// The INTx line: its IOAPIC GSI, the trigger and resample eventfds, whether it is wired now.
+    private var intx: (gsi: UInt32, trigger: EventFD, resample: EventFD, active: Bool)?
     /// KVM slots of each BAR now: (slot, guest address, size).
     private var slots: [Int: [(slot: UInt32, guest: UInt64, size: UInt64)]] = [:]
     private var ioWindows: [Int: IOBARWindow] = [:]
@@ -38,8 +43,9 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
 
     static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
 
+    /// `intxGSI`: the IOAPIC pin the guest's ACPI tables route this slot's INTA to.
     init(device: VFIODevice, vm: KVMVirtualMachine, routes: InterruptRoutes, memorySlots: MemorySlots,
-         mmio: MMIOBus, io: IOBus, report: @escaping (String) -> Void) throws(VMMError) {
+         mmio: MMIOBus, io: IOBus, intxGSI: UInt32, report: @escaping (String) -> Void) throws(VMMError) {
         self.device = device
         self.vm = vm
         self.routes = routes
@@ -47,6 +53,8 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         self.mmio = mmio
         self.io = io
         self.report = report
+        msixVectors = VectorSet(kind: "\(device.address) MSI-X")
+        msiVectors = VectorSet(kind: "\(device.address) MSI")
         guard device.info.isPCI else { throw VMMError(.passthrough, "\(device.address) is not a PCI device to VFIO") }
         do {
             configRegion = try device.region(VFIODevice.PCIRegion.config.rawValue)
@@ -59,7 +67,14 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         } catch { throw VMMError(error) }
         let deviceConfig = DeviceConfig(device: device, region: configRegion)
         let bars = PCIBARDescription.describe(config: deviceConfig, sizes: regions.mapValues(\.size))
-        config = PassthroughConfigSpace(backend: deviceConfig, bars: bars)
+        // INTx only when VFIO can signal it through an eventfd (it reports no INTx for a device
+        // without a pin, or whose line the host cannot mask).
+        let intxInfo = try? device.interrupt(VFIODevice.PCIInterrupt.intx.rawValue)
+        let intxUsable = intxInfo.map { $0.count > 0 && $0.eventfdCapable } ?? false
+        config = PassthroughConfigSpace(backend: deviceConfig, bars: bars, intxLine: intxUsable ? UInt8(intxGSI) : nil)
+        if config.hasINTx {
+            do { intx = (intxGSI, try EventFD(), try EventFD(), false) } catch { throw VMMError(error) }
+        }
         if let layout = config.msix {
             guard regions[layout.tableBAR] != nil, regions[layout.pbaBAR] != nil else {
                 throw VMMError(.passthrough, "\(device.address): its MSI-X table or PBA lies in a BAR VFIO does not expose")
@@ -83,17 +98,20 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         config.onMappingChange = { [unowned self] in self.updateMappings() }
         config.onMSIXControlChange = { [unowned self] in self.msixControlChanged() }
         msix?.onVectorChange = { [unowned self] v in self.vectorChanged(v) }
-        msix?.pendingProbe = { [unowned self] v in
-            guard v < self.vectors.count else { return false }
-            var p = pollfd(fd: self.vectors[v].event.fd, events: Int16(POLLIN), revents: 0)
-            return poll(&p, 1, 0) == 1
-        }
+        msix?.pendingProbe = { [unowned self] v in self.msixVectors.hasPending(v) }
+        config.onMSIChange = { [unowned self] in self.msiChanged() }
+        config.msiPendingProbe = { [unowned self] v in self.msiVectors.hasPending(v) }
     }
 
     deinit {
         for (_, list) in slots { for s in list { try? vm.setMemoryRegion(slot: s.slot, guestAddress: s.guest, size: 0, host: nil) } }
-        if msixActive { try? device.disableInterrupts(.msix) }
+        if msixVectors.active { try? device.disableInterrupts(.msix) }
+        if msiVectors.active { try? device.disableInterrupts(.msi) }
+        if intx?.active == true { try? device.disableInterrupts(.intx) }
     }
+
+    /// Wires INTx before the guest runs (a device starts with neither MSI nor MSI-X on).
+    func start() { updateINTx() }
 
     // MARK: configuration space
 
@@ -232,61 +250,119 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         _ = pwrite(device.fd, data.baseAddress, data.count, off_t(region.offset + offset))
     }
 
-    // MARK: MSI-X
+    // MARK: interrupts
 
     private func msixControlChanged() {
         guard let table = msix else { return }
         guard table.setControl(enabled: config.msixEnabled, functionMasked: config.msixFunctionMasked) else { return }
         do throws(VMMError) {
-            if table.enabled && !msixActive {
-                while vectors.count < table.count {
-                    let e: EventFD
-                    do { e = try EventFD() } catch { throw VMMError(error) }
-                    vectors.append((e, try routes.allocate(), false))
-                }
+            if table.enabled && !msixVectors.active {
+                try msixVectors.ensure(table.count, routes: routes)
                 for v in 0..<table.count {
-                    routes.set(vectors[v].gsi, address: table.entries[v].address, data: table.entries[v].data)
+                    routes.set(msixVectors.gsi(v), address: table.entries[v].address, data: table.entries[v].data)
                 }
                 do { try routes.commit() } catch { throw VMMError(error) }
-                do { try device.setInterruptEventFDs(.msix, vectors.map(\.event.fd)) } catch { throw VMMError(error) }
-                msixActive = true
-            } else if !table.enabled && msixActive {
-                for v in 0..<vectors.count { setIRQFD(v, false) }
+                setINTx(false)
+                do { try device.setInterruptEventFDs(.msix, msixVectors.fds(table.count)) } catch { throw VMMError(error) }
+                msixVectors.active = true
+                msixVectors.enabledCount = table.count
+            } else if !table.enabled && msixVectors.active {
+                msixVectors.detachAll(vm: vm, note: note)
+                msixVectors.active = false
                 do { try device.disableInterrupts(.msix) } catch { throw VMMError(error) }
-                msixActive = false
             }
         } catch {
             note("\(device.address): MSI-X \(table.enabled ? "enable" : "disable") failed: \(error.message)")
         }
-        for v in 0..<vectors.count { syncIRQFD(v) }
+        for v in 0..<msixVectors.count { syncMSIX(v) }
+        updateINTx()
     }
 
     private func vectorChanged(_ v: Int) {
-        guard msixActive, let table = msix, v < vectors.count else { return }
-        routes.set(vectors[v].gsi, address: table.entries[v].address, data: table.entries[v].data)
+        guard msixVectors.active, let table = msix, v < msixVectors.count else { return }
+        routes.set(msixVectors.gsi(v), address: table.entries[v].address, data: table.entries[v].data)
         do { try routes.commit() } catch { note("\(device.address): KVM_SET_GSI_ROUTING for MSI-X vector \(v) failed: \(error.message)") }
-        syncIRQFD(v)
+        syncMSIX(v)
     }
 
     /// A vector is wired to KVM (irqfd) exactly while MSI-X is on and the vector unmasked; a masked
     /// vector's interrupts wait in its eventfd (the PBA shows them) and are delivered by KVM when
     /// the irqfd is attached again.
-    private func syncIRQFD(_ v: Int) {
+    private func syncMSIX(_ v: Int) {
         guard let table = msix else { return }
-        let want = msixActive && !table.isMasked(v)
-        setIRQFD(v, want)
+        let want = msixVectors.active && !table.isMasked(v)
+        msixVectors.setIRQFD(v, want, vm: vm, note: note)
         if want { table.setPending(v, false) }
     }
 
-    private func setIRQFD(_ v: Int, _ on: Bool) {
-        guard vectors[v].irqfd != on else { return }
-        do {
-            if on { try vm.registerIRQFD(vectors[v].event, gsi: vectors[v].gsi) } else { try vm.unregisterIRQFD(vectors[v].event, gsi: vectors[v].gsi) }
-            vectors[v].irqfd = on
+    /// The guest wrote the MSI capability: enable or disable (VFIO allocates the host vectors
+    /// at enable, so a new vector count means disable and enable again), new address or data
+    /// (the routes), mask bits (the irqfds).
+    private func msiChanged() {
+        let st = config.msiState
+        let want = st.enabled ? st.vectors : 0
+        do throws(VMMError) {
+            if msiVectors.active && want != msiVectors.enabledCount {
+                msiVectors.detachAll(vm: vm, note: note)
+                msiVectors.active = false
+                do { try device.disableInterrupts(.msi) } catch { throw VMMError(error) }
+            }
+            if want > 0 {
+                try msiVectors.ensure(want, routes: routes)
+                for v in 0..<want { routes.set(msiVectors.gsi(v), address: st.address, data: st.data(ofVector: v)) }
+                do { try routes.commit() } catch { throw VMMError(error) }
+                if !msiVectors.active {
+                    setINTx(false)
+                    do { try device.setInterruptEventFDs(.msi, msiVectors.fds(want)) } catch { throw VMMError(error) }
+                    msiVectors.active = true
+                    msiVectors.enabledCount = want
+                }
+            }
         } catch {
-            note("\(device.address): KVM_IRQFD for MSI-X vector \(v) failed: \(error.message)")
+            note("\(device.address): MSI \(st.enabled ? "enable (\(want) vectors)" : "disable") failed: \(error.message)")
         }
+        for v in 0..<msiVectors.count {
+            msiVectors.setIRQFD(v, msiVectors.active && v < msiVectors.enabledCount && !st.isMasked(v), vm: vm, note: note)
+        }
+        updateINTx()
     }
+
+    /// INTx is wired exactly while neither MSI nor MSI-X is.
+    private func updateINTx() { setINTx(!msiVectors.active && !msixVectors.active) }
+
+    /// Wires INTx (KVM: a resampling irqfd on the slot's IOAPIC pin; VFIO: the trigger and the
+    /// unmask eventfd) or unwires it. VFIO masks the line when it fires; the guest's EOI makes KVM
+    /// lower the pin and signal the resample eventfd, on which VFIO unmasks the line.
+    private func setINTx(_ on: Bool) {
+        guard let line = intx, line.active != on else { return }
+        if on {
+            VectorSet.drain(line.trigger)                    // nothing stale from before
+            VectorSet.drain(line.resample)
+            do {
+                try vm.registerIRQFD(line.trigger, gsi: line.gsi, resample: line.resample)
+            } catch {
+                return note("\(device.address): KVM_IRQFD (resample) for INTx on GSI \(line.gsi) failed: \(error.message)")
+            }
+            do {
+                try device.setInterruptEventFDs(.intx, [line.trigger.fd])
+                try device.setUnmaskEventFDs(.intx, [line.resample.fd])
+            } catch {
+                try? device.disableInterrupts(.intx)
+                try? vm.unregisterIRQFD(line.trigger, gsi: line.gsi)
+                return note("\(device.address): INTx through VFIO failed: \(error.message)")
+            }
+        } else {
+            // VFIO first (no more triggers), then KVM (dropping the resampler lowers the pin).
+            do { try device.disableInterrupts(.intx) } catch { note("\(device.address): disabling INTx failed: \(error.message)") }
+            do { try vm.unregisterIRQFD(line.trigger, gsi: line.gsi) } catch {
+                note("\(device.address): KVM_IRQFD (deassign) for INTx on GSI \(line.gsi) failed: \(error.message)")
+            }
+        }
+        intx!.active = on
+    }
+
+    /// Whether INTx is wired now, and its GSI (tests and diagnostics).
+    var intxState: (gsi: UInt32, active: Bool)? { intx.map { ($0.gsi, $0.active) } }
 
     // MARK: helpers
 
@@ -336,5 +412,60 @@ final class IOBARWindow: PortIODevice {
 
     func write(offset: UInt16, data: UnsafeRawBufferPointer) {
         device.mmioWrite(region: bar, offset: UInt64(offset), data: data)
+    }
+}
+
+/// The vectors of one message-signalled kind (MSI or MSI-X) of a passed-through device: an
+/// eventfd and a GSI of its own for each (made on first use, kept for the VM's life), and whether
+/// the eventfd is attached to KVM now.
+final class VectorSet {
+    let kind: String
+    private var vectors: [(event: EventFD, gsi: UInt32, irqfd: Bool)] = []
+    /// VFIO has the eventfds now (the kind is enabled on the device), for this many vectors.
+    var active = false
+    var enabledCount = 0
+
+    init(kind: String) { self.kind = kind }
+
+    var count: Int { vectors.count }
+    func gsi(_ v: Int) -> UInt32 { vectors[v].gsi }
+    func fds(_ n: Int) -> [Int32] { vectors[0..<n].map(\.event.fd) }
+
+    /// At least `n` vectors.
+    func ensure(_ n: Int, routes: InterruptRoutes) throws(VMMError) {
+        while vectors.count < n {
+            let e: EventFD
+            do { e = try EventFD() } catch { throw VMMError(error) }
+            vectors.append((e, try routes.allocate(), false))
+        }
+    }
+
+    func setIRQFD(_ v: Int, _ on: Bool, vm: KVMVirtualMachine, note: (String) -> Void) {
+        guard vectors[v].irqfd != on else { return }
+        do {
+            if on { try vm.registerIRQFD(vectors[v].event, gsi: vectors[v].gsi) } else { try vm.unregisterIRQFD(vectors[v].event, gsi: vectors[v].gsi) }
+            vectors[v].irqfd = on
+        } catch {
+            note("KVM_IRQFD for \(kind) vector \(v) failed: \(error.message)")
+        }
+    }
+
+    func detachAll(vm: KVMVirtualMachine, note: (String) -> Void) {
+        for v in 0..<vectors.count { setIRQFD(v, false, vm: vm, note: note) }
+    }
+
+    /// Whether vector `v` fired while detached (its interrupt waits in the eventfd).
+    func hasPending(_ v: Int) -> Bool {
+        guard v < vectors.count else { return false }
+        var p = pollfd(fd: vectors[v].event.fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 1
+    }
+
+    /// Empties an eventfd without blocking.
+    static func drain(_ e: EventFD) {
+        var p = pollfd(fd: e.fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, 0) == 1 else { return }
+        var value: UInt64 = 0
+        _ = read(e.fd, &value, 8)
     }
 }

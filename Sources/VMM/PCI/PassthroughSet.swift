@@ -53,11 +53,15 @@ final class PassthroughSet {
             if vfio.info.canReset {
                 do { try vfio.reset() } catch { report("\(a): reset before the VM starts failed: \(error.message)") }
             }
-            let d = try PassthroughDevice(device: vfio, vm: vm, routes: routes, memorySlots: slots, mmio: mmio, io: io, report: report)
-            try d.assignBARs(memory: &nextMemory, memoryEnd: Self.memoryWindow.upperBound, ports: &nextPort, portsEnd: Self.portWindow.upperBound)
             guard let slot = bridge.freeSlot else { throw VMMError(.passthrough, "no free slot on the PCI bus for \(a)") }
+            let d = try PassthroughDevice(device: vfio, vm: vm, routes: routes, memorySlots: slots, mmio: mmio, io: io,
+                                          intxGSI: PCIHostBridge.intxGSI(slot: slot), report: report)
+            try d.assignBARs(memory: &nextMemory, memoryEnd: Self.memoryWindow.upperBound, ports: &nextPort, portsEnd: Self.portWindow.upperBound)
             bridge.attach(d, slot: slot)
-            io.withLock { d.updateMappings() }
+            io.withLock {
+                d.updateMappings()
+                d.start()
+            }
             devices.append(d)
         }
         setupNanoseconds = MachineTimeline.now() - t0
