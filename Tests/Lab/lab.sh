@@ -53,7 +53,7 @@ trap 'exit 143' TERM
 write_env() {
     local f=$1 v
     {
-        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_MARKER; do
+        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_L2IRQ_INITRD LAB_MARKER; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done
         printf 'export LAB_TOPOLOGY=%q\n' "$2"
@@ -188,6 +188,7 @@ cmd_build() {
     echo "kernel  $LAB_KERNEL"
     echo "L1      $LAB_L1_INITRD"
     echo "L2      $LAB_L2_INITRD"
+    echo "L2 irq  $LAB_L2IRQ_INITRD"
 }
 
 cmd_list() {

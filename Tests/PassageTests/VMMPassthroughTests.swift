@@ -21,7 +21,7 @@ final class RecordedConfig: PCIConfigBackend {
     func put32(_ offset: Int, _ v: UInt32) { put(offset, (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) }) }
 
     /// NVMe VF: 1b36:0010 class 010802; BAR0 64-bit 16 KiB (MSI-X table at 0x2000, PBA at 0x3000,
-    /// 10 vectors), BAR4 an I/O BAR of 32 ports; capabilities 0x40 PM → 0x50 MSI (64-bit, 4 vectors) → 0x60 vendor →
+    /// 10 vectors), BAR4 an I/O BAR of 32 ports; capabilities 0x40 PM → 0x50 MSI (64-bit, 4 vectors) → 0x60 PCI-X (hidden) →
     /// 0x70 MSI-X → 0x80 PCIe; an SR-IOV-like extended capability at 0x100; ROM BAR present.
     static func nvmeVF() -> RecordedConfig {
         let c = RecordedConfig()
@@ -36,7 +36,7 @@ final class RecordedConfig: PCIConfigBackend {
         c.put(0x3D, [0x01])                                        // INTA
         c.put(0x40, [0x01, 0x50, 0x03, 0x00]); c.put16(0x44, 0x0008)          // PM
         c.put(0x50, [0x05, 0x60, 0x84, 0x00])                                 // MSI: 64-bit, 4 vectors, no mask bits
-        c.put(0x60, [0x09, 0x70, 0x08, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE])         // vendor-specific (hidden)
+        c.put(0x60, [0x07, 0x70, 0x08, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE])         // PCI-X (hidden)
         c.put(0x70, [0x11, 0x80]); c.put16(0x72, 0x0009)                      // MSI-X: 10 vectors
         c.put32(0x74, 0x0000_2000); c.put32(0x78, 0x0000_3000)                // table BAR0+0x2000, PBA BAR0+0x3000
         c.put(0x80, [0x10, 0x00, 0x02, 0x00]); c.put32(0x84, 0x0000_8000)     // PCIe v2, device caps
@@ -148,6 +148,21 @@ struct PassthroughConfigSpaceTests {
         #expect(dev.writes.count == 2 && dev.writes[1].offset == 0x06)
         c.write(offset: 0x00, size: 4, value: 0xDEAD_BEEF)       // identity: read-only
         #expect(dev.writes.count == 2 && c.read(offset: 0, size: 2) == 0x1B36)
+    }
+
+    @Test("vendor-specific capabilities (virtio's modern layout) are kept: reads and writes reach the device")
+    func vendorCapabilities() {
+        let dev = RecordedConfig()
+        dev.put16(0x06, 0x0010); dev.put(0x34, [0x40]); dev.put(0x3D, [0x01])
+        dev.put(0x40, [0x09, 0x50, 0x10, 0x01, 0x04, 0x00, 0x00, 0x00])          // virtio common config in BAR 4
+        dev.put(0x50, [0x09, 0x00, 0x14, 0x05, 0x00, 0x00, 0x00, 0x00])          // virtio PCI config access window
+        let c = PassthroughConfigSpace(backend: dev, bars: [])
+        #expect(c.read(offset: 0x34, size: 1) == 0x40 && c.read(offset: 0x41, size: 1) == 0x50 && c.read(offset: 0x51, size: 1) == 0)
+        #expect(c.read(offset: 0x40, size: 4) == 0x0110_5009)
+        c.write(offset: 0x5C, size: 4, value: 0x1234)
+        #expect(dev.writes.count == 1 && dev.writes[0].offset == 0x5C && dev.bytes[0x5C] == 0x34)
+        c.write(offset: 0x41, size: 1, value: 0xFF)                                // the list's links stay the VMM's
+        #expect(dev.writes.count == 1 && c.read(offset: 0x41, size: 1) == 0x50)
     }
 
     @Test("MSI-X message control is virtual: enable and function mask are the VMM's, the table size is the device's")

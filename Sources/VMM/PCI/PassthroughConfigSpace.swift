@@ -115,9 +115,9 @@ public struct MSIState: Sendable, Equatable {
 /// - expansion ROM, CardBus CIS, BIST: hidden (0);
 /// - interrupt pin: INTA when the VMM routes the device's INTx (`intxLine`), else 0; interrupt
 ///   line: the guest's value, starting at that GSI (what firmware would have written);
-/// - capability list: power management, PCI Express, MSI and MSI-X are kept, the list re-linked
-///   around every other capability, whose bytes read 0 and ignore writes. PM and PCIe registers
-///   pass through (the kernel's vfio-pci polices them); MSI-X message control is virtual (enable
+/// - capability list: power management, MSI, vendor-specific, PCI Express and MSI-X are kept, the
+///   list re-linked around every other capability, whose bytes read 0 and ignore writes. PM,
+///   vendor-specific and PCIe registers pass through (the kernel's vfio-pci polices them); MSI-X message control is virtual (enable
 ///   and function mask are the VMM's to act on); MSI is wholly virtual (`msiState`: enable,
 ///   vectors, address, data, mask bits; pending bits from `msiPendingProbe`) — the host kernel
 ///   programs the device's own MSI registers when the VMM enables MSI through VFIO;
@@ -125,7 +125,9 @@ public struct MSIState: Sendable, Equatable {
 ///   other extended capability are hidden; accesses beyond 4 KiB, of odd sizes or misaligned read
 ///   all ones and are ignored.
 public final class PassthroughConfigSpace {
-    public static let keptCapabilities: Set<UInt8> = [0x01, 0x05, 0x10, 0x11]   // PM, MSI, PCI Express, MSI-X
+    /// PM, MSI, vendor-specific (virtio's modern layout lives there; vfio-pci allows raw writes to
+    /// it), PCI Express, MSI-X.
+    public static let keptCapabilities: Set<UInt8> = [0x01, 0x05, 0x09, 0x10, 0x11]
 
     private let backend: PCIConfigBackend
     public let bars: [PCIBARDescription]

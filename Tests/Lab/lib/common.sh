@@ -22,6 +22,8 @@ LAB_BUILDER_VERSION=3
 LAB_L1_MODULES="virtio_pci 9pnet_virtio 9p"
 # Modules the L2 initramfs loads (with their dependencies) to read an NVMe namespace.
 LAB_L2_MODULES="nvme"
+# Modules of the second L2 initramfs (vmm-legacy-irq): virtio-rng over INTx, an AHCI disk over MSI.
+LAB_L2IRQ_MODULES="virtio_pci virtio_rng ahci sd_mod"
 
 lab_die() { echo "lab: error: $*" >&2; exit 2; }
 lab_note() { echo "lab: $*" >&2; }
@@ -117,6 +119,7 @@ lab_build_initramfs() {
 lab_build_all() {
     LAB_L1_INITRD=$(lab_build_initramfs l1 "$LAB_DIR/guest/l1-init" "$LAB_L1_MODULES") || exit 2
     LAB_L2_INITRD=$(lab_build_initramfs l2 "$LAB_DIR/guest/l2-init" "$LAB_L2_MODULES") || exit 2
+    LAB_L2IRQ_INITRD=$(lab_build_initramfs l2irq "$LAB_DIR/guest/l2-init" "$LAB_L2IRQ_MODULES") || exit 2
 }
 
 # lab_topology_load NAME: sources topologies/NAME.sh, which defines
