@@ -78,12 +78,7 @@ final class FaultWorld: @unchecked Sendable {
         let pfRel = "bus/pci/devices/" + Self.nvmePF.description
         kernel.afterWrite = { [nvme] path, value in
             if path == pfRel + "/reset" && value == "1" { nvme.reset() }
-            if path == pfRel + "/sriov_numvfs", let n = Int(value) {
-                // Disabling VFs takes their secondary controllers offline (QEMU's
-                // nvme_sriov_post_write_config); the resources they were given stay assigned.
-                for i in nvme.secondaries.indices where Int(nvme.secondaries[i].vfNumber) > n { nvme.secondaries[i].isOnline = false }
-                nvme.enabledVFs = n
-            }
+            if path == pfRel + "/sriov_numvfs", let n = Int(value) { nvme.vfsEnabled(n) }
         }
         // The small fixture's PF starts with `smallPFVFs` VFs (its standard two are replaced).
         try kernel.write("0", to: root.devicePath(Self.a("01:00.0")) + "/sriov_numvfs")

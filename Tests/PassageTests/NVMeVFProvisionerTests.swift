@@ -34,11 +34,26 @@ final class SimulatedNVMePrimary: NVMeAdminTransport, @unchecked Sendable {
         nextPrimary = (vq, vi)
     }
 
-    /// A function-level reset of the PF: the pending primary allocation takes effect, secondaries go offline.
+    /// A function-level reset of the PF (what writing its sysfs `reset` does): the pending primary
+    /// allocation takes effect, every secondary goes offline and gives its resources back. In QEMU
+    /// (`nvme_ctrl_reset`) only a function reset activates the allocation (`nvme_activate_virt_res`);
+    /// a controller reset (CC.EN 1 → 0) offlines the secondaries but leaves it pending.
     func reset() {
         caps.vqFlexibleAllocatedToPrimary = nextPrimary.vq
         caps.viFlexibleAllocatedToPrimary = nextPrimary.vi
         for i in secondaries.indices { setResources(i, .queue, 0); setResources(i, .interrupt, 0); secondaries[i].isOnline = false }
+    }
+
+    /// `sriov_numvfs` went to `n`: the secondaries of the VFs that went away go offline, and offline
+    /// means without resources (QEMU's `nvme_sriov_post_write_config` → `nvme_virt_set_state`, as
+    /// for the Secondary Offline action).
+    func vfsEnabled(_ n: Int) {
+        for i in secondaries.indices where Int(secondaries[i].vfNumber) > n {
+            setResources(i, .queue, 0)
+            setResources(i, .interrupt, 0)
+            secondaries[i].isOnline = false
+        }
+        enabledVFs = n
     }
 
     private func setResources(_ i: Int, _ r: NVMeAdminCommand.Resource, _ n: Int) {
