@@ -308,12 +308,10 @@ final class FaultWorld: @unchecked Sendable {
 
     @Test func nvmeProvisioning() async throws { _ = try await Self.sweep(Self.ops["nvme"]!, commands: true) }
 
-    /// Known gap: freeing the primary's flexible resources (an allocation of 0 and a PF reset) is not
-    /// undone when a later step fails; undoing it takes another allocation and another PF reset.
+    /// Freeing the primary's flexible resources (an allocation of 0 and a PF reset) is undone when a
+    /// later step fails: another allocation and, where it had taken effect, another PF reset.
     @Test func nvmeProvisioningFromAnUnpreparedPrimary() async throws {
-        await withKnownIssue("a failed creation leaves the primary controller prepared (its flexible resources freed)") {
-            _ = try await Self.sweep(Self.ops["nvme-prepare"]!, commands: true)
-        }
+        _ = try await Self.sweep(Self.ops["nvme-prepare"]!, commands: true)
     }
 
     @Test(arguments: ["claim", "release"])

@@ -276,6 +276,49 @@ final class NVMeRecordingWriter: SysfsWriter, @unchecked Sendable {
         expectError(.nvme, containing: ["primary still holds 8 flexible VQ", "0000:01:00.0"]) { _ = try provisioner.prepareForVFs(pf: pf) }
     }
 
+    // MARK: undoing the preparation
+
+    @Test func undoGivesThePrimaryBackWhatPrepareFreed() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        var preparation: NVMeVFProvisioner.Preparation?
+        _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 }
+        let p = try #require(preparation)
+        #expect(p.previous == [.queue: 8, .interrupt: 4] && p.controllerID == 0)
+        sim.sent = []
+        try provisioner.undoPreparation(p, secondaries: nil)
+        #expect(sim.virtualizationCommands.map { [$0.cdw10, $0.cdw11] } == [[0x0000_0001, 8], [0x0000_0101, 4]])
+        #expect(writer.writes.count == 2)
+        #expect(sim.caps.vqFlexibleAllocatedToPrimary == 8 && sim.caps.viFlexibleAllocatedToPrimary == 4)
+    }
+
+    @Test func undoNeedsNoResetWhenTheFreeingNeverTookEffect() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        sim.inject = { $0.opcode == 0x1C && $0.cdw10 == 0x0000_0101 ? 0x4006 : nil }  // VI=0: internal error
+        var preparation: NVMeVFProvisioner.Preparation?
+        #expect(throws: SRIOVError.self) { _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 } }
+        #expect(sim.nextPrimary == (0, 4))
+        sim.inject = nil
+        try provisioner.undoPreparation(try #require(preparation), secondaries: nil)
+        // The pending allocation of 0 VQ is cancelled; the one in effect never changed, so no reset.
+        #expect(sim.nextPrimary == (8, 4))
+        #expect(writer.writes.isEmpty)
+    }
+
+    @Test func undoThatCannotResetSaysWhatIsLeftAndHowToFixIt() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        var preparation: NVMeVFProvisioner.Preparation?
+        _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 }
+        try createVFs(1)
+        let p = try #require(preparation)
+        let dir = root.devicePath(pf)
+        expectError(.vfsInUse, containing: ["0000:01:00.0: giving the NVMe primary controller /dev/nvme0 back the 8 VQ and 4 VI", "has 1 VF",
+                                            "It holds 0 VQ and 0 VI now", "`nvme virt-mgmt /dev/nvme0 --cntlid=0 --rt=0 --act=1 --nr=8`",
+                                            "`nvme virt-mgmt /dev/nvme0 --cntlid=0 --rt=1 --act=1 --nr=4`", "`echo 1 > \(dir)/reset`"]) {
+            try provisioner.undoPreparation(p, secondaries: nil)
+        }
+        #expect(writer.writes.count == 1)
+    }
+
     // MARK: provision
 
     @Test func provisionAssignsThenOnlinesAndIsIdempotent() throws {
