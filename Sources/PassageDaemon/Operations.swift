@@ -177,12 +177,15 @@ public struct NVMeVFResources: VFResourceProvisioner {
     public let provisioner: NVMeVFProvisioner
     public let queues: Int
     public let interrupts: Int
-    /// The secondary controllers as `prepare` found them, for `rollBack`.
-    private let before = SecondariesBefore()
+    /// What `prepare` found and changed, for `rollBack`.
+    private let undo = Undo()
 
-    private final class SecondariesBefore: @unchecked Sendable {
+    private final class Undo: @unchecked Sendable {
         let lock = NSLock()
-        var value: [NVMeSecondaryController]?
+        /// The secondary controllers as `prepare` found them.
+        var secondaries: [NVMeSecondaryController]?
+        /// Set when `prepare` began freeing the primary controller's flexible resources.
+        var preparation: NVMeVFProvisioner.Preparation?
     }
 
     public init(provisioner: NVMeVFProvisioner, queues: Int, interrupts: Int) {
@@ -194,14 +197,21 @@ public struct NVMeVFResources: VFResourceProvisioner {
     public func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction] {
         if !dryRun {
             let secondaries = try provisioner.status(pf: pf)
-            before.lock.withLock { before.value = secondaries }
+            undo.lock.withLock { undo.secondaries = secondaries; undo.preparation = nil }
         }
-        return try provisioner.prepareForVFs(pf: pf, dryRun: dryRun)
+        let record = undo
+        return try provisioner.prepareForVFs(pf: pf, dryRun: dryRun) { p in record.lock.withLock { record.preparation = p } }
     }
 
+    /// Puts the secondary controllers back as `prepare` found them and, if `prepare` freed the
+    /// primary's flexible resources, gives them back (an allocation and a PF reset).
     public func rollBack(pf: PCIAddress) throws {
-        guard let secondaries = before.lock.withLock({ before.value }) else { return }
-        try provisioner.restore(pf: pf, secondaries: secondaries)
+        let (secondaries, preparation) = undo.lock.withLock { (undo.secondaries, undo.preparation) }
+        if let preparation {
+            try provisioner.undoPreparation(preparation, secondaries: secondaries)
+        } else if let secondaries {
+            try provisioner.restore(pf: pf, secondaries: secondaries)
+        }
     }
 
     public func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction] {

@@ -17,6 +17,10 @@ import Glibc
 ///
 /// Both are idempotent and return the changes made (or, with `dryRun`, to be made) as `HostAction`s;
 /// identify commands (reads) are sent in dry runs too. Nothing is changed for a VF bound to a driver.
+///
+/// When a later step of the creation fails, `restore(pf:secondaries:)` puts the secondary controllers
+/// back and `undoPreparation(_:secondaries:)` gives the primary its flexible resources back (another
+/// allocation and another PF reset).
 public struct NVMeVFProvisioner: Sendable {
     public let root: SysfsRoot
     public let writer: any SysfsWriter
@@ -104,13 +108,38 @@ public struct NVMeVFProvisioner: Sendable {
 
     // MARK: before the VFs exist
 
+    /// What `prepareForVFs` is about to change, handed to its `willChange` before the first command:
+    /// what `undoPreparation` needs to give the primary its resources back.
+    public struct Preparation: Sendable, Hashable {
+        public var pf: PCIAddress
+        /// The primary controller's id (CNTLID).
+        public var controllerID: UInt16
+        /// The primary's flexible allocation before, for each resource type being freed.
+        public var previous: [NVMeAdminCommand.Resource: Int]
+
+        public init(pf: PCIAddress, controllerID: UInt16, previous: [NVMeAdminCommand.Resource: Int]) {
+            self.pf = pf
+            self.controllerID = controllerID
+            self.previous = previous
+        }
+
+        /// "4 VQ and 2 VI"
+        var counts: String { Self.counts(previous) }
+
+        static func counts(_ c: [NVMeAdminCommand.Resource: Int]) -> String {
+            NVMeAdminCommand.Resource.allCases.compactMap { r in c[r].map { "\($0) \(r.abbreviation)" } }.joined(separator: " and ")
+        }
+    }
+
     /// Frees the primary controller's flexible resources for the secondaries: primary flexible
     /// allocation of 0 VQ and 0 VI, then a PF reset (`write "1" > PF/reset`) so it takes effect, then
     /// waits for the controller to be live and checks the allocation is 0.
     ///
     /// Returns no actions when the primary already holds no flexible resources. Refuses while the PF
-    /// has VFs: the reset would take them away.
-    public func prepareForVFs(pf: PCIAddress, dryRun: Bool = false) throws(SRIOVError) -> [HostAction] {
+    /// has VFs: the reset would take them away. `willChange` is called once, right before the first
+    /// command that changes anything (not in a dry run), with what `undoPreparation` needs.
+    public func prepareForVFs(pf: PCIAddress, dryRun: Bool = false,
+                              willChange: (Preparation) -> Void = { _ in }) throws(SRIOVError) -> [HostAction] {
         let (controller, identity, caps) = try open(pf)
         let commands = NVMeAdminCommand.Resource.allCases
             .filter { caps.supports($0) && caps.allocatedToPrimary($0) != 0 }
@@ -134,6 +163,9 @@ public struct NVMeVFProvisioner: Sendable {
         actions.append(.wait("controller \(name) of \(pf) to be live after the reset"))
         guard !dryRun else { return actions }
 
+        var previous: [NVMeAdminCommand.Resource: Int] = [:]
+        for r in NVMeAdminCommand.Resource.allCases where caps.supports(r) && caps.allocatedToPrimary(r) != 0 { previous[r] = caps.allocatedToPrimary(r) }
+        willChange(Preparation(pf: pf, controllerID: identity.controllerID, previous: previous))
         for c in commands { try controller.execute(c) }
         do {
             try writer.write("1", to: resetPath)
@@ -241,6 +273,104 @@ public struct NVMeVFProvisioner: Sendable {
         }
         for d in differing where d.want.isOnline {
             try controller.execute(.virtualizationManagement(action: .secondaryOnline, controllerID: d.want.controllerID))
+        }
+    }
+
+    /// Gives the primary controller back the flexible resources `prepareForVFs` freed, after a later
+    /// step of the creation failed and its VFs are gone again: the primary flexible allocation of
+    /// what it held before and, if the allocation in effect differs, a PF reset so it takes effect
+    /// (the same sequence as the preparation's), then reads it back.
+    ///
+    /// The allocation is sent even when the one in effect is already right: an allocation of 0 may be
+    /// pending (its command ran, the reset did not or failed), and pending allocations cannot be read.
+    /// `secondaries` (as `status` found them before the creation) are put back first, so the allocation
+    /// finds the resources free, and again after a reset if they held any (a reset takes every
+    /// secondary's resources away). Each command and the reset are tried up to three times (a controller
+    /// resetting answers ENODEV or EBUSY for a while; a lost completion may hide a command that ran).
+    ///
+    /// When it cannot finish, the error names the PF and the controller, says what the primary holds
+    /// now (as the controller reports it, or that it could not be read) and gives the commands that put
+    /// it back; everything else is as `secondaries` says.
+    public func undoPreparation(_ p: Preparation, secondaries: [NVMeSecondaryController]?) throws(SRIOVError) {
+        do {
+            try giveBack(p, secondaries: secondaries)
+        } catch {
+            throw undoFailed(p, cause: error)
+        }
+    }
+
+    private func giveBack(_ p: Preparation, secondaries: [NVMeSecondaryController]?) throws(SRIOVError) {
+        if let secondaries { try again(p.pf) { () throws(SRIOVError) in try restore(pf: p.pf, secondaries: secondaries) } }
+        let (controller, _, caps) = try again(p.pf) { () throws(SRIOVError) in try open(p.pf) }
+        let resources = NVMeAdminCommand.Resource.allCases.filter { p.previous[$0] != nil }
+        for r in resources {
+            let command = NVMeAdminCommand.virtualizationManagement(action: .primaryFlexibleAllocation, resource: r,
+                                                                    controllerID: p.controllerID, count: UInt16(clamping: p.previous[r] ?? 0))
+            try again(p.pf) { () throws(SRIOVError) in _ = try controller.execute(command) }
+        }
+        guard resources.contains(where: { caps.allocatedToPrimary($0) != p.previous[$0] }) else { return }
+
+        let dir = root.devicePath(p.pf)
+        if let n = NVMeSysfs.read(dir + "/sriov_numvfs").flatMap({ Int($0) }), n > 0 {
+            throw SRIOVError(code: .vfsInUse, message: "\(p.pf) has \(n) VF\(n == 1 ? "" : "s"), and the PF reset that makes the allocation take effect would remove them")
+        }
+        let name = NVMeSysfs.lastComponent(controller.path)
+        var attempt = 1
+        while true {
+            do throws(SRIOVError) {
+                do {
+                    try writer.write("1", to: dir + "/reset")
+                } catch {
+                    throw SRIOVError(code: .io, message: "resetting \(p.pf) so the primary flexible allocation takes effect failed: \(error.message)", errno: error.errno)
+                }
+                try waitUntilLive(pf: p.pf, controllerName: name)
+                let after = try again(p.pf) { () throws(SRIOVError) in try controller.primaryControllerCapabilities(controllerID: p.controllerID) }
+                var now: [NVMeAdminCommand.Resource: Int] = [:]
+                for r in resources { now[r] = after.allocatedToPrimary(r) }
+                if now == p.previous { break }
+                throw SRIOVError(code: .nvme, message: "\(controller.path): the primary holds \(Preparation.counts(now)) after the allocation of \(p.counts) and a reset of \(p.pf)")
+            } catch {
+                // A reset refused or ignored is tried again; a controller that did not come back is not reset again.
+                guard attempt < 3, error.code != .timeout else { throw error }
+                attempt += 1
+                usleep(100_000)
+            }
+        }
+        if let secondaries, secondaries.contains(where: { $0.isOnline || $0.queues != 0 || $0.interrupts != 0 }) {
+            try again(p.pf) { () throws(SRIOVError) in try restore(pf: p.pf, secondaries: secondaries) }
+        }
+    }
+
+    /// The error for an undo that could not finish: what the primary holds now and how to put it back.
+    private func undoFailed(_ p: Preparation, cause: SRIOVError) -> SRIOVError {
+        let path = (try? controllerPath(pf: p.pf)) ?? deviceDirectory + "/nvmeN"
+        var holds = "What it holds now could not be read"
+        if let caps = (try? open(p.pf))?.2 {
+            var now: [NVMeAdminCommand.Resource: Int] = [:]
+            for r in p.previous.keys { now[r] = caps.allocatedToPrimary(r) }
+            holds = "It holds \(Preparation.counts(now)) now"
+        }
+        let dir = root.devicePath(p.pf)
+        let fix = NVMeAdminCommand.Resource.allCases.compactMap { r in
+            p.previous[r].map { "`nvme virt-mgmt \(path) --cntlid=\(p.controllerID) --rt=\(r.rawValue) --act=1 --nr=\($0)`" }
+        }.joined(separator: ", ")
+        return SRIOVError(code: cause.code, message: "\(p.pf): giving the NVMe primary controller \(path) back the \(p.counts) flexible resources it held before failed: "
+            + "\(cause.message). \(holds), and an allocation Passage sent may be pending, to take effect at the PF's next reset. "
+            + "To put it back as it was: \(fix) (nvme-cli), then, with no VFs (`cat \(dir)/sriov_numvfs` is 0), `echo 1 > \(dir)/reset`",
+            errno: cause.errno)
+    }
+
+    /// Runs `body` up to three times while it fails in the transport (an errno: a controller that is
+    /// resetting, a lost completion), waiting for the PF's controller to be live in between.
+    private func again<T>(_ pf: PCIAddress, _ body: () throws(SRIOVError) -> T) throws(SRIOVError) -> T {
+        var attempt = 1
+        while true {
+            do { return try body() } catch {
+                guard attempt < 3, error.errno != nil || error.code == .timeout else { throw error }
+                attempt += 1
+                if let name = NVMeSysfs.controllerNames(pf, root: root).first { try? waitUntilLive(pf: pf, controllerName: name) }
+                usleep(100_000)
+            }
         }
     }
 

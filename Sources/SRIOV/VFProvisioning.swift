@@ -6,8 +6,10 @@ public protocol VFResourceProvisioner: Sendable {
     func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction]
     /// After the VFs exist, for VF `index`.
     func provision(pf: PCIAddress, vfIndex: Int, dryRun: Bool) throws -> [HostAction]
-    /// After a failed creation, once the VF count is back: gives the VFs the resources they had
-    /// before this provisioner's `prepare` (best effort). The default has nothing to undo.
+    /// After a failed creation, once the VF count is back: undoes what `prepare` and `provision`
+    /// changed (NVMe: the secondary controllers' resources, and the primary's flexible allocation
+    /// with another PF reset). Throws, saying what is left and how to fix it, when it cannot. The
+    /// default has nothing to undo.
     func rollBack(pf: PCIAddress) throws
 }
 
@@ -123,7 +125,7 @@ public struct VFProvisioning: Sendable {
                 }
             }
             if let res = r.resources {
-                do { try res.rollBack(pf: r.pf) } catch { notes.append("putting the VFs' resources back failed too: \(error)") }
+                do { try res.rollBack(pf: r.pf) } catch { notes.append("undoing the resource changes failed too: \(error)") }
             }
             for vf in previousVFs where binder.currentDriver(vf.address) != vf.driver || binder.currentOverride(vf.address) != vf.override {
                 do { _ = try binder.restore(vf.address, to: vf.driver, override: vf.override) } catch {

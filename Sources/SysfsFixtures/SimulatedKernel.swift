@@ -18,6 +18,7 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
     public var vfTemplates: [PCIAddress: @Sendable (Int) -> FixtureDevice] = [:]
     private var faults: [(match: (String, String) -> Bool, errno: Int32, hang: Double)] = []
     private var planned: (fault: Fault, n: Int, suffix: String?, seen: Int)?
+    private var failing: [(suffix: String, errno: Int32)] = []
     private var attempts = 0
     /// Called after each write the kernel applied, outside the lock: (path relative to the root, value).
     /// Tests hang simulated devices off it (a PF `reset` resetting an NVMe controller model).
@@ -66,6 +67,14 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
         lock.withLock { faults.append(({ p, v in p.hasSuffix(suffix) && (value == nil || v == value) }, errno, 0)) }
     }
 
+    /// Every write whose path ends with `suffix` fails with `errno`, until `stopFailingWrites()`.
+    public func failWrites(pathSuffix suffix: String, errno: Int32) {
+        lock.withLock { failing.append((suffix, errno)) }
+    }
+
+    /// Ends every `failWrites`.
+    public func stopFailingWrites() { lock.withLock { failing.removeAll() } }
+
     /// The next write whose path ends with `suffix` blocks for `seconds`, then succeeds.
     public func hangNextWrite(pathSuffix suffix: String, seconds: Double) {
         lock.withLock { faults.append(({ p, _ in p.hasSuffix(suffix) }, 0, seconds)) }
@@ -99,6 +108,7 @@ public final class SimulatedKernel: SysfsWriter, @unchecked Sendable {
                 hang = faults[i].hang
                 faults.remove(at: i)
             }
+            if injected == 0, !ignored, let f = failing.first(where: { rel.hasSuffix($0.suffix) }) { injected = f.errno }
         }
         if hang > 0 { Thread.sleep(forTimeInterval: hang) }
         if injected != 0 { throw Self.error(injected, path, v) }

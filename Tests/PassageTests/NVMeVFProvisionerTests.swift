@@ -34,11 +34,26 @@ final class SimulatedNVMePrimary: NVMeAdminTransport, @unchecked Sendable {
         nextPrimary = (vq, vi)
     }
 
-    /// A function-level reset of the PF: the pending primary allocation takes effect, secondaries go offline.
+    /// A function-level reset of the PF (what writing its sysfs `reset` does): the pending primary
+    /// allocation takes effect, every secondary goes offline and gives its resources back. In QEMU
+    /// (`nvme_ctrl_reset`) only a function reset activates the allocation (`nvme_activate_virt_res`);
+    /// a controller reset (CC.EN 1 → 0) offlines the secondaries but leaves it pending.
     func reset() {
         caps.vqFlexibleAllocatedToPrimary = nextPrimary.vq
         caps.viFlexibleAllocatedToPrimary = nextPrimary.vi
         for i in secondaries.indices { setResources(i, .queue, 0); setResources(i, .interrupt, 0); secondaries[i].isOnline = false }
+    }
+
+    /// `sriov_numvfs` went to `n`: the secondaries of the VFs that went away go offline, and offline
+    /// means without resources (QEMU's `nvme_sriov_post_write_config` → `nvme_virt_set_state`, as
+    /// for the Secondary Offline action).
+    func vfsEnabled(_ n: Int) {
+        for i in secondaries.indices where Int(secondaries[i].vfNumber) > n {
+            setResources(i, .queue, 0)
+            setResources(i, .interrupt, 0)
+            secondaries[i].isOnline = false
+        }
+        enabledVFs = n
     }
 
     private func setResources(_ i: Int, _ r: NVMeAdminCommand.Resource, _ n: Int) {
@@ -259,6 +274,49 @@ final class NVMeRecordingWriter: SysfsWriter, @unchecked Sendable {
         sim.primaryHolds(vq: 8, vi: 4)
         writer.onWrite = nil  // the "device" ignores the reset
         expectError(.nvme, containing: ["primary still holds 8 flexible VQ", "0000:01:00.0"]) { _ = try provisioner.prepareForVFs(pf: pf) }
+    }
+
+    // MARK: undoing the preparation
+
+    @Test func undoGivesThePrimaryBackWhatPrepareFreed() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        var preparation: NVMeVFProvisioner.Preparation?
+        _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 }
+        let p = try #require(preparation)
+        #expect(p.previous == [.queue: 8, .interrupt: 4] && p.controllerID == 0)
+        sim.sent = []
+        try provisioner.undoPreparation(p, secondaries: nil)
+        #expect(sim.virtualizationCommands.map { [$0.cdw10, $0.cdw11] } == [[0x0000_0001, 8], [0x0000_0101, 4]])
+        #expect(writer.writes.count == 2)
+        #expect(sim.caps.vqFlexibleAllocatedToPrimary == 8 && sim.caps.viFlexibleAllocatedToPrimary == 4)
+    }
+
+    @Test func undoNeedsNoResetWhenTheFreeingNeverTookEffect() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        sim.inject = { $0.opcode == 0x1C && $0.cdw10 == 0x0000_0101 ? 0x4006 : nil }  // VI=0: internal error
+        var preparation: NVMeVFProvisioner.Preparation?
+        #expect(throws: SRIOVError.self) { _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 } }
+        #expect(sim.nextPrimary == (0, 4))
+        sim.inject = nil
+        try provisioner.undoPreparation(try #require(preparation), secondaries: nil)
+        // The pending allocation of 0 VQ is cancelled; the one in effect never changed, so no reset.
+        #expect(sim.nextPrimary == (8, 4))
+        #expect(writer.writes.isEmpty)
+    }
+
+    @Test func undoThatCannotResetSaysWhatIsLeftAndHowToFixIt() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        var preparation: NVMeVFProvisioner.Preparation?
+        _ = try provisioner.prepareForVFs(pf: pf) { preparation = $0 }
+        try createVFs(1)
+        let p = try #require(preparation)
+        let dir = root.devicePath(pf)
+        expectError(.vfsInUse, containing: ["0000:01:00.0: giving the NVMe primary controller /dev/nvme0 back the 8 VQ and 4 VI", "has 1 VF",
+                                            "It holds 0 VQ and 0 VI now", "`nvme virt-mgmt /dev/nvme0 --cntlid=0 --rt=0 --act=1 --nr=8`",
+                                            "`nvme virt-mgmt /dev/nvme0 --cntlid=0 --rt=1 --act=1 --nr=4`", "`echo 1 > \(dir)/reset`"]) {
+            try provisioner.undoPreparation(p, secondaries: nil)
+        }
+        #expect(writer.writes.count == 1)
     }
 
     // MARK: provision
