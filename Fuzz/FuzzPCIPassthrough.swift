@@ -5,7 +5,9 @@
 // - the device's identity, class, header, BAR, ROM and hidden-capability bytes and its whole
 //   extended space never receive a write;
 // - BARs always read back as address bits of their size plus their type bits (unused BARs 0);
-// - the MSI-X table holds only what valid (aligned 4/8-byte, in-table) writes put there.
+// - the MSI-X table holds only what valid (aligned 4/8-byte, in-table) writes put there;
+// - the virtual MSI capability never enables more vectors than the device raises, keeps its
+//   address dword-aligned and only implemented mask bits.
 
 final class Device: PCIConfigBackend {
     var bytes = [UInt8](repeating: 0, count: 4096)
@@ -23,7 +25,7 @@ final class Device: PCIConfigBackend {
         func put(_ o: Int, _ v: [UInt8]) { d.bytes.replaceSubrange(o..<(o + v.count), with: v) }
         put(0x00, [0x36, 0x1B, 0x10, 0x00]); put(0x06, [0x10, 0x00]); put(0x08, [0x02, 0x02, 0x08, 0x01])
         put(0x10, [0x04, 0, 0, 0]); put(0x20, [0x01, 0, 0, 0]); put(0x34, [0x40])
-        put(0x40, [0x01, 0x50, 0x03, 0x00]); put(0x50, [0x05, 0x60, 0x80, 0x01]); put(0x60, [0x09, 0x70, 0x08, 0xAA])
+        put(0x40, [0x01, 0x50, 0x03, 0x00]); put(0x50, [0x05, 0x68, 0x86, 0x01]); put(0x68, [0x07, 0x70, 0x08, 0xAA])
         put(0x70, [0x11, 0x80, 0x09, 0x00, 0x00, 0x20, 0, 0, 0x00, 0x30, 0, 0]); put(0x80, [0x10, 0x00, 0x02, 0x00])
         return d
     }
@@ -35,7 +37,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let device = Device.nvmeVF()
     let bars = [PCIBARDescription(index: 0, kind: .memory64, prefetchable: false, size: 0x4000),
                 PCIBARDescription(index: 4, kind: .io, prefetchable: false, size: 32)]
-    let config = PassthroughConfigSpace(backend: device, bars: bars)
+    let config = PassthroughConfigSpace(backend: device, bars: bars, intxLine: 17)
+    config.msiPendingProbe = { $0 % 3 == 0 }
     let table = MSIXTable(count: 10)
     var shadow = table.entries
     var i = 0
@@ -79,6 +82,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         let bar4 = config.read(offset: 0x20, size: 4)
         precondition(bar4 & 0x1F == 0x1, "BAR4 reads 0x\(String(bar4, radix: 16))")
         precondition(config.read(offset: 0x18, size: 4) == 0 && config.read(offset: 0x30, size: 4) == 0, "an unused BAR or the ROM is visible")
+        let msi = config.msiState
+        precondition(msi.enabledLog2 <= 3 && msi.address & 3 == 0 && msi.mask & ~0xFF == 0, "MSI state \(msi)")
     }
     return 0
 }
