@@ -21,12 +21,12 @@ struct DeviceQuery: Equatable {
         let unknown = Set(q.keys).subtracting(allowed)
         guard unknown.isEmpty else { throw APIError.badRequest("unknown filter \(unknown.sorted().joined(separator: ", ")); filters: \(allowed.sorted().joined(separator: ", "))") }
         if let c = q["class"] {
-            guard [2, 4, 6].contains(c.count), UInt32(c, radix: 16) != nil else { throw APIError.badRequest("class \(c): expected 2, 4 or 6 hex digits") }
+            guard [2, 4, 6].contains(c.utf8.count), Self.isHexDigits(c) else { throw APIError.badRequest("class \(c): expected 2, 4 or 6 hex digits") }
             classPrefix = c.lowercased()
         }
         if let v = q["vendor"] {
             let p = v.lowercased().split(separator: ":", omittingEmptySubsequences: false)
-            guard (1...2).contains(p.count), p.allSatisfy({ $0.count == 4 && UInt16($0, radix: 16) != nil }) else {
+            guard (1...2).contains(p.count), p.allSatisfy({ $0.utf8.count == 4 && Self.isHexDigits($0) }) else {
                 throw APIError.badRequest("vendor \(v): expected 8086 or 8086:1572")
             }
             vendor = String(p[0])
@@ -48,6 +48,11 @@ struct DeviceQuery: Equatable {
             }
             page = Page(limit: limit, after: after)
         }
+    }
+
+    /// Hex digits only: `UInt32(_:radix:)` alone would also take a sign (`class=%2B2`, `vendor=-000`).
+    static func isHexDigits(_ s: some StringProtocol) -> Bool {
+        s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x46).contains($0) || (0x61...0x66).contains($0) }
     }
 
     /// `limit` devices (default 1000) after the address `after`, in address order; a `Link` header

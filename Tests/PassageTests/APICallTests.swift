@@ -59,6 +59,16 @@ import PassageAPI
         #expect(APICall.claimStates.sorted() == Store.ClaimRecord.State.allCases.map(\.rawValue).sorted())
     }
 
+    /// Regression (review of the fuzz target api-request's invariants): `class` and `vendor` took
+    /// a sign, because `UInt32(_:radix:)` does (`?class=%2B2`, `?vendor=-000`).
+    @Test func deviceFiltersAreHexDigitsOnly() throws {
+        for bad in ["class=%2B2", "class=-0", "class=+0ab", "vendor=%2B808", "vendor=-000", "vendor=8086:%2B572", "class=0%C3%A9"] {
+            #expect(throws: APIError.self, "\(bad)") { try DeviceQuery(HTTPRequestTarget("/v1/devices?" + bad).query) }
+        }
+        let q = try DeviceQuery(["class": "0C03", "vendor": "8086:1572"])
+        #expect(q.classPrefix == "0c03" && q.vendor == "8086" && q.device == "1572")
+    }
+
     @Test func requestAssembledAsTheServerDoes() {
         let r = HTTPRequest(method: "GET", uri: "/v1/devices?class=02#x",
                             headerFields: [(name: "Accept", value: "a"), (name: "ACCEPT", value: "b"), (name: "If-None-Match", value: "\"g1\"")],
