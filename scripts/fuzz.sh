@@ -2,7 +2,8 @@
 # Fuzzes Passage's parsers with libFuzzer (swiftc -sanitize=fuzzer,address): each target is
 # compiled from its harness in Fuzz/ plus the few source files it exercises, then run for
 # SECONDS (default 60) per target from its corpus in Fuzz/corpus/TARGET (kept between runs, not
-# committed) and, where there is one, the committed seed inputs in Fuzz/seeds/TARGET (read only).
+# committed) and, where there is one, the committed seed inputs in Fuzz/seeds/TARGET (read only)
+# and the libFuzzer dictionary Fuzz/dicts/TARGET.dict.
 # Prints per target: executions, crashes; a crash leaves its input as Fuzz/crashes/TARGET-*
 # (turn each into a regression test). Exit 1 when any target crashed.
 #
@@ -38,7 +39,8 @@ for t in "${targets[@]}"; do
     mkdir -p "Fuzz/corpus/$t"
     log=$out/$t.log
     seeds=(); [[ -d Fuzz/seeds/$t ]] && seeds=("Fuzz/seeds/$t")
-    "$out/$t" "Fuzz/corpus/$t" "${seeds[@]}" -max_total_time="$seconds" -artifact_prefix="Fuzz/crashes/$t-" -print_final_stats=1 >"$log" 2>&1
+    dict=(); [[ -f Fuzz/dicts/$t.dict ]] && dict=("-dict=Fuzz/dicts/$t.dict")
+    "$out/$t" "Fuzz/corpus/$t" "${seeds[@]}" "${dict[@]}" -max_total_time="$seconds" -artifact_prefix="Fuzz/crashes/$t-" -print_final_stats=1 >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     crashes=$(ls Fuzz/crashes/ 2>/dev/null | grep -c "^$t-" || true)
