@@ -151,7 +151,7 @@ public final class Store: @unchecked Sendable {
     // MARK: records
 
     public struct ClaimRecord: Sendable, Hashable {
-        public enum State: String, Sendable {
+        public enum State: String, Sendable, CaseIterable {
             /// Holds recorded, devices being bound (an intent is pending).
             case binding
             case active

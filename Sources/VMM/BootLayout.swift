@@ -26,6 +26,9 @@ public enum BootLayout {
     /// EPT identity-map page before them: in the PCI hole, never RAM.
     public static let tss: UInt64 = 0xFFFB_D000
     public static let identityMap: UInt64 = 0xFFFB_C000
+    /// Start of the PCI hole below 4 GiB, where guest RAM ends (GuestMemory.pciHoleStart) and
+    /// device BARs, the IOAPIC and the local APIC begin.
+    public static let pciHoleStart: UInt64 = 0xC000_0000
     /// The in-kernel IOAPIC and local APIC.
     public static let ioapic: UInt64 = 0xFEC0_0000
     public static let lapic: UInt64 = 0xFEE0_0000

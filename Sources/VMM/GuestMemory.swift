@@ -10,7 +10,7 @@ import KVM
 /// ```
 public final class GuestMemory: @unchecked Sendable {
     /// Start of the PCI hole: RAM below 4 GiB ends here.
-    public static let pciHoleStart: UInt64 = 0xC000_0000
+    public static let pciHoleStart: UInt64 = BootLayout.pciHoleStart
     public static let fourGiB: UInt64 = 0x1_0000_0000
 
     /// A contiguous piece of guest RAM.

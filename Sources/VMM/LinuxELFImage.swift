@@ -49,7 +49,7 @@ public struct LinuxELFImage: Sendable, Equatable {
             guard filesz <= memsz, offset <= UInt64(fileSize), filesz <= UInt64(fileSize) - offset else {
                 throw bad("has a PT_LOAD segment (\(i)) reaching past the end of the file: truncated")
             }
-            guard paddr >= 0x10_0000, paddr < GuestMemory.pciHoleStart, memsz <= GuestMemory.pciHoleStart - paddr else {
+            guard paddr >= 0x10_0000, paddr < BootLayout.pciHoleStart, memsz <= BootLayout.pciHoleStart - paddr else {
                 throw bad("has a PT_LOAD segment at physical 0x\(String(paddr, radix: 16)), outside 1 MiB … 3 GiB: not a Linux vmlinux")
             }
             segments.append(Segment(fileOffset: Int(offset), physicalAddress: paddr, fileSize: Int(filesz), memorySize: memsz))

@@ -199,19 +199,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     // MARK: handling
 
     private func dispatch(head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
-        var headers: [String: String] = [:]
-        for (name, value) in head.headers {
-            let key = name.lowercased()
-            if let existing = headers[key] {
-                headers[key] = existing + ", " + value
-            } else {
-                headers[key] = value
-            }
-        }
-        let target = HTTPRequestTarget(head.uri)
-        let request = HTTPRequest(
-            method: head.method.rawValue, path: target.path, query: target.query, headers: headers,
-            body: body.map { Array($0.readableBytesView) } ?? [], peer: peer)
+        let request = HTTPRequest(method: head.method.rawValue, uri: head.uri, headerFields: head.headers,
+                                  body: body.map { Array($0.readableBytesView) } ?? [], peer: peer)
         self.body = nil
         let promise = context.eventLoop.makePromise(of: HTTPResponse.self)
         let handler = self.handler

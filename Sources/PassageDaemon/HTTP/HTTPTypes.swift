@@ -1,43 +1,8 @@
 import NIOCore
 
 /// The daemon's HTTP layer, as the API routes see it: a parsed request (with the peer's
-/// credentials from SO_PEERCRED) in, a response out. The server (UnixHTTPServer) owns sockets,
-/// HTTP/1.1 parsing, limits and timeouts; the routes own meaning.
-
-/// Who is on the other end of the Unix socket (SO_PEERCRED).
-public struct PeerCredentials: Sendable, Hashable {
-    public var pid: Int32
-    public var uid: UInt32
-    public var gid: UInt32
-
-    public init(pid: Int32, uid: UInt32, gid: UInt32) {
-        self.pid = pid
-        self.uid = uid
-        self.gid = gid
-    }
-}
-
-public struct HTTPRequest: Sendable {
-    public var method: String
-    /// The path without the query, percent-decoding not applied (`/v1/devices/0000:01:00.0`).
-    public var path: String
-    /// Query parameters, decoded (`?class=02&driver=none`); the last value wins for repeated keys.
-    public var query: [String: String]
-    /// Header names lowercased.
-    public var headers: [String: String]
-    public var body: [UInt8]
-    public var peer: PeerCredentials?
-
-    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:],
-                body: [UInt8] = [], peer: PeerCredentials? = nil) {
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.peer = peer
-    }
-}
+/// credentials from SO_PEERCRED; HTTPRequest.swift) in, a response out. The server
+/// (UnixHTTPServer) owns sockets, HTTP/1.1 parsing, limits and timeouts; the routes own meaning.
 
 public struct HTTPResponse: Sendable {
     public enum Body: Sendable {
