@@ -32,6 +32,9 @@ _Static_assert(sizeof(struct vfio_iommu_type1_dma_unmap) == 24, "vfio_iommu_type
 _Static_assert(sizeof(struct vfio_info_cap_header) == 8, "vfio_info_cap_header");
 _Static_assert(sizeof(struct vfio_region_sparse_mmap_area) == 16, "vfio_region_sparse_mmap_area");
 _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "vfio_region_info_cap_sparse_mmap");
+_Static_assert(sizeof(struct vfio_pci_dependent_device) == 8, "vfio_pci_dependent_device");
+_Static_assert(sizeof(struct vfio_pci_hot_reset_info) == 12, "vfio_pci_hot_reset_info");
+_Static_assert(sizeof(struct vfio_pci_hot_reset) == 12, "vfio_pci_hot_reset");
 
 
 static int set_irq_eventfds(int device, uint32_t action, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
@@ -68,4 +71,34 @@ int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask)
                                 .flags = VFIO_IRQ_SET_DATA_NONE | (mask ? VFIO_IRQ_SET_ACTION_MASK : VFIO_IRQ_SET_ACTION_UNMASK),
                                 .index = index, .start = vector, .count = 1 };
     return ioctl(device, VFIO_DEVICE_SET_IRQS, &set) < 0 ? -errno : 0;
+}
+
+int passage_vfio_hot_reset_info(int device, uint32_t *groups, uint32_t *addresses, uint32_t max) {
+    size_t size = sizeof(struct vfio_pci_hot_reset_info) + (size_t)max * sizeof(struct vfio_pci_dependent_device);
+    struct vfio_pci_hot_reset_info *info = calloc(1, size);
+    if (!info) return -ENOMEM;
+    info->argsz = (uint32_t)size;
+    int r = ioctl(device, VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, info) < 0 ? -errno : 0;
+    if (r == 0 || r == -ENOSPC) {
+        uint32_t n = info->count < max ? info->count : max;
+        for (uint32_t i = 0; r == 0 && i < n; i++) {
+            groups[i] = info->devices[i].group_id;
+            addresses[i] = (uint32_t)info->devices[i].segment << 16 | (uint32_t)info->devices[i].bus << 8 | info->devices[i].devfn;
+        }
+        r = (int)info->count;
+    }
+    free(info);
+    return r;
+}
+
+int passage_vfio_hot_reset(int device, const int32_t *group_fds, uint32_t count) {
+    size_t size = sizeof(struct vfio_pci_hot_reset) + (size_t)count * sizeof(int32_t);
+    struct vfio_pci_hot_reset *reset = calloc(1, size);
+    if (!reset) return -ENOMEM;
+    reset->argsz = (uint32_t)size;
+    reset->count = count;
+    if (count) memcpy(reset->group_fds, group_fds, (size_t)count * sizeof(int32_t));
+    int r = ioctl(device, VFIO_DEVICE_PCI_HOT_RESET, reset) < 0 ? -errno : 0;
+    free(reset);
+    return r;
 }

@@ -190,6 +190,40 @@ public final class VFIODevice: @unchecked Sendable {
         guard r >= 0 else { throw .ioctl("VFIO_DEVICE_SET_IRQS \(address) disable \(index)", Int(r)) }
     }
 
+    /// A function a bus (hot) reset of this device would reset as well (this one included).
+    public struct ResetDependent: Sendable, Equatable {
+        public var group: Int
+        public var address: String
+    }
+
+    /// The functions a hot reset (secondary bus or slot reset) of this device affects: every one
+    /// must be in a group the caller holds for `hotReset`. Throws when no such reset is possible.
+    public func hotResetDependents() throws(VFIOError) -> [ResetDependent] {
+        var room = 8
+        while true {
+            var groups = [UInt32](repeating: 0, count: room), addresses = [UInt32](repeating: 0, count: room)
+            let n = passage_vfio_hot_reset_info(fd, &groups, &addresses, UInt32(room))
+            guard n >= 0 else { throw .ioctl("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO \(address)", Int(n)) }
+            guard Int(n) <= room else { room = Int(n); continue }
+            return (0..<Int(n)).map { i in
+                let a = addresses[i]
+                func hex(_ v: UInt32, _ width: Int) -> String {
+                    let digits = String(v, radix: 16)
+                    return String(repeating: "0", count: max(0, width - digits.count)) + digits
+                }
+                let text = "\(hex(a >> 16, 4)):\(hex((a >> 8) & 0xFF, 2)):\(hex((a >> 3) & 0x1F, 2)).\(hex(a & 7, 1))"
+                return ResetDependent(group: Int(groups[i]), address: text)
+            }
+        }
+    }
+
+    /// `VFIO_DEVICE_PCI_HOT_RESET`: resets the bus (or slot) below this device; `groupFDs` must
+    /// hold the group of every function `hotResetDependents()` lists.
+    public func hotReset(groupFDs: [Int32]) throws(VFIOError) {
+        let r = groupFDs.withUnsafeBufferPointer { passage_vfio_hot_reset(fd, $0.baseAddress, UInt32($0.count)) }
+        guard r >= 0 else { throw .ioctl("VFIO_DEVICE_PCI_HOT_RESET \(address) (\(groupFDs.count) groups)", Int(r)) }
+    }
+
     public func reset() throws(VFIOError) {
         guard info.canReset else { throw VFIOError(.unsupported, "\(address) has no reset VFIO can do (no FLR, PM or bus reset)") }
         let r = passage_vfio_ioctl_int(fd, passage_VFIO_DEVICE_RESET, 0)

@@ -158,10 +158,13 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// A warning on standard error (the VM goes on).
-    static func warn(_ message: String) {
-        let line = Array("passage-vmm: warning: \(message)\n".utf8)
+    /// A line for the operator on stderr (passage-vmm's log under the daemon) that is no warning.
+    static func note(_ message: String) {
+        let line = Array("passage-vmm: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
+
+    static func warn(_ message: String) { note("warning: \(message)") }
 
     /// Resident memory of this process and the part of it that is guest RAM the guest touched.
     public func memoryUsage() -> (processResident: Int, guestResident: Int) {

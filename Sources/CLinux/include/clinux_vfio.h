@@ -32,6 +32,13 @@ int passage_vfio_set_irq_eventfds(int device, uint32_t index, uint32_t start, ui
 /* The same with action unmask: signalling an eventfd unmasks the vector (INTx's resample). */
 int passage_vfio_set_irq_unmask_eventfds(int device, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds);
 int passage_vfio_disable_irqs(int device, uint32_t index);
+/* VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: the functions a bus/slot reset of `device` would also reset,
+   up to `max` of them: their group numbers and addresses (segment << 16 | bus << 8 | devfn).
+   Returns how many there are (may exceed `max`: call again with more room) or -errno
+   (-ENODEV: the device cannot be reset that way). */
+int passage_vfio_hot_reset_info(int device, uint32_t *groups, uint32_t *addresses, uint32_t max);
+/* VFIO_DEVICE_PCI_HOT_RESET with the fds of every group the reset affects. Returns 0 or -errno. */
+int passage_vfio_hot_reset(int device, const int32_t *group_fds, uint32_t count);
 /* Mask (1) or unmask (0) one vector of `index` (DATA_NONE). Returns 0 or -errno. */
 int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask);
 

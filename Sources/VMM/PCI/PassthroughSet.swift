@@ -47,12 +47,11 @@ final class PassthroughSet {
             report("KVM has no VFIO device (\(error.message)); the devices work, but KVM cannot account for non-coherent DMA")
         }
         var nextMemory = Self.memoryWindow.lowerBound, nextPort = Self.portWindow.lowerBound
+        var resetAlready = Set<String>()   // functions a bus reset already covered
         for a in addresses {
             let vfio: VFIODevice
             do { vfio = try groups[groupOf[a]!]!.device(a) } catch { throw VMMError(error) }
-            if vfio.info.canReset {
-                do { try vfio.reset() } catch { report("\(a): reset before the VM starts failed: \(error.message)") }
-            }
+            if !resetAlready.contains(a) { resetAlready.formUnion(Self.reset(vfio, groups: groups, report: report)) }
             guard let slot = bridge.freeSlot else { throw VMMError(.passthrough, "no free slot on the PCI bus for \(a)") }
             let d = try PassthroughDevice(device: vfio, vm: vm, routes: routes, memorySlots: slots, mmio: mmio, io: io,
                                           intxGSI: PCIHostBridge.intxGSI(slot: slot), report: report)
@@ -65,6 +64,37 @@ final class PassthroughSet {
             devices.append(d)
         }
         setupNanoseconds = MachineTimeline.now() - t0
+    }
+
+    /// Resets a function before the VM starts: its own reset (FLR, PM, or a bus reset VFIO may do
+    /// alone) when VFIO has one; else a hot reset of its bus when every function on that bus is in
+    /// a group this VM holds (QEMU's rule too: a reset must not touch a device someone else owns);
+    /// else none, with a warning naming what blocks it. Returns the functions reset.
+    static func reset(_ vfio: VFIODevice, groups: [Int: VFIOGroup], report: (String) -> Void,
+                      inform: (String) -> Void = Machine.note) -> Set<String> {
+        let a = vfio.address
+        if vfio.info.canReset {
+            do { try vfio.reset() } catch { report("\(a): reset before the VM starts failed: \(error.message)") }
+            return [a]
+        }
+        let dependents: [VFIODevice.ResetDependent]
+        do { dependents = try vfio.hotResetDependents() } catch {
+            report("\(a) has neither a function reset nor a bus reset VFIO can do (\(error.message)); it starts in the state its last user left")
+            return []
+        }
+        let foreign = dependents.filter { groups[$0.group] == nil }
+        guard foreign.isEmpty else {
+            let names = foreign.map { "\($0.address) (IOMMU group \($0.group))" }.joined(separator: ", ")
+            report("\(a) has no function reset, and a bus reset would also reset \(names), which this VM does not hold; it starts without a reset (pass those through too to have it reset)")
+            return []
+        }
+        let fds = Set(dependents.map(\.group)).sorted().map { groups[$0]!.fd }
+        do { try vfio.hotReset(groupFDs: fds) } catch {
+            report("\(a): bus reset before the VM starts failed: \(error.message)")
+            return []
+        }
+        inform("\(a) has no function reset: reset its bus instead (\(dependents.map(\.address).joined(separator: ", ")))")
+        return Set(dependents.map(\.address)).union([a])
     }
 
     /// The IOMMU group of `address`, with errors that say what to do.

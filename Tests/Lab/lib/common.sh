@@ -22,8 +22,9 @@ LAB_BUILDER_VERSION=3
 LAB_L1_MODULES="virtio_pci 9pnet_virtio 9p"
 # Modules the L2 initramfs loads (with their dependencies) to read an NVMe namespace.
 LAB_L2_MODULES="nvme"
-# Modules of the second L2 initramfs (vmm-legacy-irq): virtio-rng over INTx, an AHCI disk over MSI.
-LAB_L2IRQ_MODULES="virtio_pci virtio_rng ahci sd_mod"
+# Modules of the second L2 initramfs (vmm-legacy-irq: virtio-rng over INTx, an AHCI disk over MSI;
+# vmm-hot-reset: two e1000 NICs over INTx).
+LAB_L2IRQ_MODULES="virtio_pci virtio_rng ahci sd_mod e1000"
 
 lab_die() { echo "lab: error: $*" >&2; exit 2; }
 lab_note() { echo "lab: $*" >&2; }
