@@ -28,30 +28,50 @@ public final class VMSupervisor: @unchecked Sendable {
 
     public func consolePath(_ name: String) -> String { "\(directory)/\(name)/console.log" }
 
-    /// After a restart of passaged: VMs recorded as running whose VMM is gone are recorded as
-    /// ended; those still running are watched by their pid.
+    /// After a restart of passaged: a VM recorded as running whose passage-vmm still runs (found by
+    /// its pid, or — when passaged died between recording the start and learning the pid — by
+    /// the VM's console path in a passage-vmm's arguments) is watched again; the others are
+    /// recorded as ended. No VMM is left running unknown, so its claim stays protected.
     public func adopt() {
         guard let records = try? store.vms() else { return }
         for var r in records where r.state == "running" {
-            if let pid = r.pid, Self.isVMM(pid) {
+            let console = consolePath(r.name)
+            if let pid = r.pid, Self.isVMM(pid, console: console) {
+                watchForeign(name: r.name, pid: pid)
+            } else if let pid = Self.findVMM(console: console) {
+                r.pid = pid
+                try? store.putVM(r)
+                events.publish("vm-adopted", message: "VM \(r.name): passage-vmm pid \(pid) found running after a restart of passaged during its start")
                 watchForeign(name: r.name, pid: pid)
             } else {
                 r.state = "stopped"
-                r.message = "ended while passaged was not running (exit status unknown)"
+                r.message = r.pid == nil ? "passaged stopped while starting it, and no passage-vmm of it is running"
+                                         : "ended while passaged was not running (exit status unknown)"
                 r.endedAt = ClaimService.now()
                 try? store.putVM(r)
             }
         }
     }
 
-    static func isVMM(_ pid: Int32) -> Bool {
-        guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
-        return cmd.split(separator: "\0").first.map { $0.hasSuffix("passage-vmm") } ?? false
+    /// Whether `pid` is a passage-vmm whose console is `console` (the VM's own file: a pid reused
+    /// by another VM's VMM, or by anything else, does not count).
+    static func isVMM(_ pid: Int32, console: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        let argv = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard argv.first?.hasSuffix("passage-vmm") == true else { return false }
+        return zip(argv, argv.dropFirst()).contains { $0 == "--console" && $1 == "file:" + console }
+    }
+
+    /// The passage-vmm running with console `console`, if one is.
+    static func findVMM(console: String) -> Int32? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        return entries.compactMap(Int32.init).first { isVMM($0, console: console) }
     }
 
     private func watchForeign(name: String, pid: Int32) {
         Thread.detachNewThread { [self] in
-            while kill(pid, 0) == 0 && Self.isVMM(pid) { usleep(500_000) }
+            let console = self.consolePath(name)
+            while kill(pid, 0) == 0 && Self.isVMM(pid, console: console) { usleep(500_000) }
             self.ended(name: name, status: nil, message: "ended (passaged had restarted; exit status unknown)")
         }
     }
@@ -145,10 +165,25 @@ public final class VMSupervisor: @unchecked Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([vmmPath] + args).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        // Recorded before the VMM exists: if passaged dies between the spawn and learning the pid,
+        // the restart finds the VMM by its console path (adopt) instead of losing track of it.
+        let config = String(decoding: try StreamingJSONEncoder(pretty: false).encode(r), as: UTF8.self)
+        var record = Store.VMRecord(name: name, config: config, claimID: r.claim, state: "running", pid: nil,
+                                    exitStatus: nil, message: nil, startedAt: ClaimService.now(), endedAt: nil)
+        try store.putVM(record)
         var child: pid_t = 0
         let rc = posix_spawn(&child, vmmPath, &actions, &attributes, argv, environ)
-        guard rc == 0 else { throw APIError(500, "vmm-start-failed", "starting \(vmmPath) failed: \(String(cString: strerror(rc)))") }
+        guard rc == 0 else {
+            record.state = "failed"
+            record.message = "starting \(vmmPath) failed: \(String(cString: strerror(rc)))"
+            record.endedAt = ClaimService.now()
+            try? store.putVM(record)
+            throw APIError(500, "vmm-start-failed", record.message!)
+        }
         let pid = child
+        record.pid = pid
+        let recorded = Result { try store.putVM(record) }
+        // Watched from here on: the record holds the pid, so an early exit finds it to update.
         Thread.detachNewThread { [weak self] in
             var status: Int32 = 0
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -159,10 +194,11 @@ public final class VMSupervisor: @unchecked Sendable {
                 self?.ended(name: name, status: (status >> 8) & 0xff, message: nil)
             }
         }
-        let config = String(decoding: try StreamingJSONEncoder(pretty: false).encode(r), as: UTF8.self)
-        let record = Store.VMRecord(name: name, config: config, claimID: r.claim, state: "running", pid: pid,
-                                    exitStatus: nil, message: nil, startedAt: ClaimService.now(), endedAt: nil)
-        try store.putVM(record)
+        if case .failure(let e) = recorded {
+            // The VMM runs (with the claim's devices): no error, which would release them under
+            // it. The record without the pid stays; a restart of passaged finds the VMM.
+            events.publish("vm-record-failed", message: "VM \(name): passage-vmm pid \(pid) started but its pid was not recorded: \(e)")
+        }
         events.publish("vm-started", message: "VM \(name): passage-vmm pid \(pid), kernel \(r.kernel)"
                            + (passthrough.isEmpty ? "" : ", devices \(passthrough.joined(separator: ", ")) (claim \(r.claim ?? "?"))"))
         return info(record)

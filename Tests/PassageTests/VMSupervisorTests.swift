@@ -52,6 +52,44 @@ import PassageAPI
         await h.stop()
     }
 
+    /// passaged killed inside `vm start` (the record written, the pid not yet): the restart must
+    /// find the VMM by its console path, not lose track of it (its claim would be releasable
+    /// under it) — and must not take another VM's VMM, or a dead one, for it.
+    @Test func aRestartDuringAStartFindsTheVMMByItsConsole() async throws {
+        guard access("/dev/kvm", R_OK | W_OK) == 0 else { Issue.record("this test needs /dev/kvm"); return }
+        let (h, vmm) = try harness()
+        defer { h.cleanup() }
+        try await h.start()
+        let kernel = try tempFile("vm-orphan", Self.image(printing: "ORPHAN\n", thenReset: false))
+        defer { unlink(kernel) }
+        let supervisor = h.daemon.vms
+        let console = supervisor.consolePath("vm-orphan")
+        try FileManager.default.createDirectory(atPath: (console as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let orphan = Process()
+        orphan.executableURL = URL(fileURLWithPath: vmm)
+        orphan.arguments = ["--kernel", kernel, "--memory", "32M", "--console", "file:" + console]
+        try orphan.run()
+        defer { if orphan.isRunning { orphan.terminate() } }
+        func record(_ name: String, pid: Int32?) -> Store.VMRecord {
+            Store.VMRecord(name: name, config: "{}", claimID: nil, state: "running", pid: pid, exitStatus: nil, message: nil,
+                           startedAt: ClaimService.now(), endedAt: nil)
+        }
+        try h.daemon.store.putVM(record("vm-orphan", pid: nil))                     // died before learning the pid
+        try h.daemon.store.putVM(record("vm-gone", pid: nil))                       // died before the VMM ran
+        try h.daemon.store.putVM(record("vm-other", pid: orphan.processIdentifier)) // its pid now another VM's VMM
+        for _ in 0..<50 where !FileManager.default.fileExists(atPath: "/proc/\(orphan.processIdentifier)/cmdline") { usleep(20_000) }
+        supervisor.adopt()
+        let byName = Dictionary(uniqueKeysWithValues: try h.daemon.store.vms().map { ($0.name, $0) })
+        #expect(byName["vm-orphan"]?.state == "running" && byName["vm-orphan"]?.pid == orphan.processIdentifier)
+        #expect(byName["vm-gone"]?.state == "stopped" && byName["vm-gone"]?.message?.contains("passaged stopped while starting it") == true)
+        #expect(byName["vm-other"]?.state == "stopped", "a pid running another VM's console is not this VM's VMM")
+        // Adopted means followed: stopping it through the API ends the orphan VMM.
+        #expect(try await h.curl("POST", "/v1/vms/vm-orphan/stop").0 == 200)
+        orphan.waitUntilExit()
+        #expect(try await waitState(h, "vm-orphan", "stopped").state == "stopped")
+        await h.stop()
+    }
+
     @Test func stopEndsARunningVMAndBadRequestsChangeNothing() async throws {
         guard access("/dev/kvm", R_OK | W_OK) == 0 else { Issue.record("this test needs /dev/kvm"); return }
         let (h, _) = try harness()
