@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SysfsFixtures
 import HostPCI
 import PassageAPI
 @testable import PassageDaemon
@@ -9,11 +10,7 @@ import PassageAPI
 @Suite(.serialized) struct VMSupervisorTests {
     /// 64-bit entry code that prints `text` on COM1, then resets through the i8042 (or halts forever).
     static func image(printing text: String, thenReset: Bool) -> [UInt8] {
-        var code: [UInt8] = [0x66, 0xBA, 0xF8, 0x03]                        // mov dx, 0x3f8
-        for b in text.utf8 { code += [0xB0, b, 0xEE] }                      // mov al, b; out dx, al
-        if thenReset { code += [0xB0, 0xFE, 0xE6, 0x64] }                   // mov al, 0xFE; out 0x64, al
-        code += [0xF4, 0xEB, 0xFD]                                          // hlt; jmp hlt
-        return syntheticBzImage(entryCode: code)
+        SyntheticKernel.printing(text, thenReset: thenReset)
     }
 
     func harness() throws -> (DaemonHarness, String) {

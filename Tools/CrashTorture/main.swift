@@ -130,6 +130,9 @@ func extraDevices(_ fixture: SysfsFixture) throws {
 
 // MARK: child: the daemon
 
+/// passage-vmm built next to this tool (swift build puts them side by side), for the VM operations.
+let vmmPath = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("passage-vmm").path
+
 if args.first == "serve" {
     // serve ROOT STATE SOCKET DELAY_MS
     LoggingSystem.bootstrap { label in
@@ -142,7 +145,7 @@ if args.first == "serve" {
     let writer = DelayedWriter(try RemoteKernel(socket: args[1] + ".kernel"), ms: Int(args[4]) ?? 0)
     let daemon = try Daemon(stateDirectory: args[2], root: fixture.root, writer: writer,
                             usage: HostUsage(root: fixture.root, mountInfoPath: "/nonexistent", swapsPath: "/nonexistent", addresses: { _ in [] }),
-                            policyPath: args[2] + "/no-policy.toml", vmmPath: "/nonexistent/passage-vmm")
+                            policyPath: args[2] + "/no-policy.toml", vmmPath: vmmPath)
     let server = try UnixHTTPServer(socketPath: args[3], mode: 0o600, handler: daemon.api, logger: logger)
     let group = ServiceGroup(services: [server, ReconcileService(daemon: daemon, interval: .seconds(3600), logger: logger)],
                              gracefulShutdownSignals: [.sigterm], logger: logger)
@@ -224,6 +227,29 @@ _ = request("POST", "/v1/pfs/\(pf)/vfs", #"{"count": 2, "driver": "vfio-pci"}"#)
 for _ in 0..<200 where !(vfs().count == 2 && vfs().allSatisfy { driver($0) == "vfio-pci" }) { usleep(20_000) }
 let baseline = Dictionary(uniqueKeysWithValues: functions().filter { !vfs().contains($0) }.map { ($0, driver($0)) })
 
+// VM operations when this machine can run them: a synthetic guest that halts forever, so a started
+// VM runs until it is stopped; at most three at a time.
+let vmsEnabled = access("/dev/kvm", R_OK | W_OK) == 0 && FileManager.default.isExecutableFile(atPath: vmmPath) && !args.contains("--no-vms")
+let guestKernel = state + "/guest.bzImage"
+FileManager.default.createFile(atPath: guestKernel, contents: Data(SyntheticKernel.printing("UP\n", thenReset: false)))
+if !vmsEnabled { print("crash-torture: no VM operations (needs /dev/kvm and \(vmmPath))") }
+struct VMRow: Decodable { var name: String; var state: String; var pid: Int32? }
+func vmList() -> [VMRow]? {
+    guard let r = request("GET", "/v1/vms"), r.status == 200 else { return nil }
+    return try? JSONDecoder().decode([VMRow].self, from: Data(r.body))
+}
+/// The passage-vmm processes of this run (their console files are in its state directory).
+func vmmProcesses() -> [Int32: String] {
+    var out: [Int32: String] = [:]
+    for e in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(e), let data = FileManager.default.contents(atPath: "/proc/\(e)/cmdline") else { continue }
+        let argv = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard argv.first?.hasSuffix("passage-vmm") == true, let c = argv.first(where: { $0.hasPrefix("file:" + state + "/") }) else { continue }
+        out[pid] = URL(fileURLWithPath: String(c.dropFirst(5))).deletingLastPathComponent().lastPathComponent
+    }
+    return out
+}
+
 /// Claims answered 201 and not released since: must survive every kill.
 let committed = Locked<Set<String>>([])
 var violations = 0, readyTimes: [Double] = [], cutShort = 0
@@ -236,9 +262,17 @@ for k in 1...kills {
     let sent = DispatchGroup()
     for _ in 0..<ops {
         let active = (claims() ?? []).filter { $0.state == "active" }
-        let kind = pick(10)
+        let kind = pick(vmsEnabled ? 12 : 10)
         let op: () -> Void
-        if kind < 5 {
+        let running = kind >= 10 ? (vmList() ?? []).filter { $0.state == "running" } : []
+        if kind >= 10 && (kind == 10 && running.count < 3 || running.isEmpty) {
+            let name = "vm-\(1 + pick(4))"
+            what.append("vm start \(name)")
+            op = { _ = request("POST", "/v1/vms", #"{"name": "\#(name)", "kernel": "\#(guestKernel)", "memory": "32M"}"#) }
+        } else if kind >= 10, let vm = running.randomElement(using: &rng) {
+            what.append("vm stop \(vm.name)")
+            op = { _ = request("POST", "/v1/vms/\(vm.name)/stop") }
+        } else if kind < 5 {
             let a = targets[pick(targets.count)]
             what.append("claim \(a)")
             op = {
@@ -291,6 +325,18 @@ for k in 1...kills {
     if !(v.isEmpty || (v.count == 2 && v.allSatisfy { driver($0) == "vfio-pci" })) {
         problems.append("the PF has \(v.count) VFs on \(v.map(driver))")
     }
+    if vmsEnabled {
+        // No VMM lost: every passage-vmm of this run is a running VM of the daemon's, with its pid;
+        // every VM the daemon calls running has its passage-vmm.
+        let vms = vmList() ?? []
+        let processes = vmmProcesses()
+        for (pid, name) in processes where !vms.contains(where: { $0.name == name && $0.state == "running" && $0.pid == pid }) {
+            problems.append("passage-vmm pid \(pid) of \(name) runs but the daemon has \(vms.first { $0.name == name }.map { "\($0.state), pid \($0.pid.map(String.init) ?? "none")" } ?? "no such VM")")
+        }
+        for vm in vms where vm.state == "running" && processes[vm.pid ?? -1] != vm.name {
+            problems.append("VM \(vm.name) is running with pid \(vm.pid.map(String.init) ?? "none"), which is not its passage-vmm")
+        }
+    }
     let active = Set(list.filter { $0.state == "active" }.map(\.id))
     let missing = committed.withLock { $0.subtracting(active) }
     if !missing.isEmpty { problems.append("claims lost: \(missing.sorted())") }
@@ -302,6 +348,8 @@ for k in 1...kills {
     if !problems.isEmpty && args.contains("--stop-at-first") { break }
 
 }
+for vm in (vmList() ?? []) where vm.state == "running" { _ = request("POST", "/v1/vms/\(vm.name)/stop") }
+for (pid, _) in vmmProcesses() { kill(pid, SIGKILL) }
 kill(child, SIGTERM)
 var status: Int32 = 0
 waitpid(child, &status, 0)
