@@ -290,17 +290,42 @@ lab_check_passage_devices() {
 
 # ---- passaged ----------------------------------------------------------------------------
 # lab_passaged_start SOCKET STATE_DIR [ARGS...]: starts $PASSAGE_BIN/passaged in the background
-# (log appended to $LAB_OUT/passaged.log) and waits until /v1/health answers 200; sets
-# LAB_PASSAGED_PID and LAB_PASSAGED_SECONDS (start to healthy). Not to be called in $(…): the
-# variables must reach the caller's shell.
+# (log appended to $LAB_OUT/passaged.log) and waits until it is ready; sets LAB_PASSAGED_PID and
+# LAB_PASSAGED_SECONDS (exec to ready). Ready is the moment passaged has logged both "HTTP server
+# listening" and "] reconciled" (/v1/health answers 503 until start-up reconciliation is done),
+# watched without forking (each process start
+# costs L1, TCG, far more than the daemon's own work: polling with curl measured curl). /v1/health
+# is then checked to answer 200 (not timed). Not to be called in $(…): the variables must reach
+# the caller's shell.
+# How many times passaged has become ready in this log: the fewer of its "listening" and
+# "reconciled" lines (a builtin-only count; $(…) of a function forks bash, execs nothing).
+_lab_ready_marks() {
+    local t=$1 l r
+    l=${t//HTTP server listening/}; r=${t//\] reconciled/}
+    l=$(( (${#t} - ${#l}) / 21 )); r=$(( (${#t} - ${#r}) / 12 ))
+    echo $(( l < r ? l : r ))
+}
+
 lab_passaged_start() {
-    local sock=$1 state=$2 t0
+    local sock=$1 state=$2 log=$LAB_OUT/passaged.log t0 text before now=0 nap=/tmp/lab-passaged.nap
     shift 2
-    t0=$(cut -d' ' -f1 /proc/uptime)
-    "$PASSAGE_BIN/passaged" --socket "$sock" --state-dir "$state" "$@" >>"$LAB_OUT/passaged.log" 2>&1 &
+    mkdir -p "$LAB_OUT"; touch "$log"
+    [[ -p $nap ]] || mkfifo "$nap"
+    exec {LAB_NAP_FD}<>"$nap"
+    text=$(<"$log"); before=$(_lab_ready_marks "$text")
+    t0=$EPOCHREALTIME
+    "$PASSAGE_BIN/passaged" --socket "$sock" --state-dir "$state" "$@" >>"$log" 2>&1 &
     LAB_PASSAGED_PID=$!
+    while (( ${EPOCHREALTIME/./} - ${t0/./} < 20000000 )); do
+        text=$(<"$log"); now=$(_lab_ready_marks "$text")
+        (( now > before )) && break
+        kill -0 "$LAB_PASSAGED_PID" 2>/dev/null || break
+        read -r -t 0.01 -u "$LAB_NAP_FD" _
+    done
+    LAB_PASSAGED_SECONDS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    exec {LAB_NAP_FD}>&-
+    (( now > before )) || return 1
     lab_wait_for 20 sh -c "kill -0 $LAB_PASSAGED_PID && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
-    LAB_PASSAGED_SECONDS=$(lab_since "$t0")
 }
 
 # lab_vmm_initramfs FILE: the busybox initramfs passage-vmm guests boot (guest/vmm-init as /init,
