@@ -117,20 +117,24 @@ struct KVMTests {
         expectOut(try nextExit(g.vcpu), port: 0x10, size: 1, value: 0x33)
     }
 
+    /// Real-mode code that programs the PIC (vectors 0x20…, only `irq` unmasked), says ready on
+    /// port 0x10 and halts with interrupts on, in a loop.
+    static func picGuest(irq: Int) -> [UInt8] {
+        [0xFA,                                          // cli
+         0xB0, 0x11, 0xE6, 0x20,                        // ICW1
+         0xB0, 0x20, 0xE6, 0x21,                        // ICW2: vectors 0x20…
+         0xB0, 0x04, 0xE6, 0x21,                        // ICW3
+         0xB0, 0x01, 0xE6, 0x21,                        // ICW4
+         0xB0, ~UInt8(1 << irq), 0xE6, 0x21,            // OCW1: unmask `irq` only
+         0xB0, 0x01, 0xE6, 0x10,                        // out 0x10, 1: ready
+         0xFB,                                          // sti
+         0xF4,                                          // loop: hlt
+         0xEB, 0xFD]                                    // jmp loop
+    }
+
     @Test("interrupts into IVT handlers: irqfd through the PIC, irqfd on an MSI route, KVM_SIGNAL_MSI")
     func interrupts() throws {
-        let code: [UInt8] = [
-            0xFA,                   // cli
-            0xB0, 0x11, 0xE6, 0x20, // ICW1
-            0xB0, 0x20, 0xE6, 0x21, // ICW2: vectors 0x20…
-            0xB0, 0x04, 0xE6, 0x21, // ICW3
-            0xB0, 0x01, 0xE6, 0x21, // ICW4
-            0xB0, 0xEF, 0xE6, 0x21, // OCW1: unmask IRQ 4 only
-            0xB0, 0x01, 0xE6, 0x10, // out 0x10, 1: ready
-            0xFB,                   // sti
-            0xF4,                   // loop: hlt
-            0xEB, 0xFD,             // jmp loop
-        ]
+        let code = Self.picGuest(irq: 4)
         let g = try TinyGuest(code: code, irqchip: true)
         // Handlers: out 0x11, <tag>; EOI to the PIC; iret. IVT entries written by the host.
         for (i, (vector, tag)) in [(0x24, 0x99), (0x34, 0xA1), (0x44, 0xB2)].enumerated() {
@@ -162,18 +166,7 @@ struct KVMTests {
 
     @Test("a resampling irqfd (passthrough INTx): the line stays up until the guest's EOI, which signals the resample eventfd")
     func resamplingIRQFD() throws {
-        let code: [UInt8] = [
-            0xFA,                   // cli
-            0xB0, 0x11, 0xE6, 0x20, // ICW1
-            0xB0, 0x20, 0xE6, 0x21, // ICW2: vectors 0x20…
-            0xB0, 0x04, 0xE6, 0x21, // ICW3
-            0xB0, 0x01, 0xE6, 0x21, // ICW4
-            0xB0, 0xDF, 0xE6, 0x21, // OCW1: unmask IRQ 5 only
-            0xB0, 0x01, 0xE6, 0x10, // out 0x10, 1: ready
-            0xFB,                   // sti
-            0xF4,                   // loop: hlt
-            0xEB, 0xFD,             // jmp loop
-        ]
+        let code = Self.picGuest(irq: 5)
         let g = try TinyGuest(code: code, irqchip: true)
         // Handler of vector 0x25: out 0x11, 0x55; EOI to the PIC; out 0x12, 1 (the EOI is done); iret.
         g.memory.write([0xB0, 0x55, 0xE6, 0x11, 0xB0, 0x20, 0xE6, 0x20, 0xB0, 0x01, 0xE6, 0x12, 0xCF], at: 0x1100)

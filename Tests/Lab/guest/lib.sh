@@ -328,6 +328,23 @@ lab_passaged_start() {
     lab_wait_for 20 sh -c "kill -0 $LAB_PASSAGED_PID && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
 }
 
+# lab_vmm_prepare: what a scenario running VMs needs in L1 — passaged, passage and passage-vmm
+# (sets bin and vmm), SVM for nested KVM, kvm-amd and vfio-pci loaded, $LAB_OUT.
+lab_vmm_prepare() {
+    bin=$PASSAGE_BIN
+    vmm=${PASSAGE_VMM:-$bin/passage-vmm}
+    [[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
+    grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
+    modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+    modprobe vfio-pci || lab_fatal "modprobe vfio-pci failed"
+    mkdir -p "$LAB_OUT"
+}
+
+# lab_vm_state_is NAME "STATE EXIT": VM NAME's state and exit status, as `passage vm list` says.
+lab_vm_state_is() {
+    [[ $("$bin/passage" vm list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | "\(.state) \(.exitStatus)"') == "$2" ]]
+}
+
 # lab_vmm_initramfs FILE: the busybox initramfs passage-vmm guests boot (guest/vmm-init as /init,
 # no modules), written to FILE.
 lab_vmm_initramfs() {

@@ -13,15 +13,9 @@ set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
 a=0000:02:01.0 b=0000:02:02.0
-bin=$PASSAGE_BIN
-vmm=${PASSAGE_VMM:-$bin/passage-vmm}
-[[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
+lab_vmm_prepare
 [[ -n ${LAB_L2IRQ_INITRD:-} && -r $LAB_L2IRQ_INITRD ]] || lab_fatal "no L2 irq initramfs (LAB_L2IRQ_INITRD)"
-grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
-modprobe vfio-pci || lab_fatal "modprobe vfio-pci failed"
 modprobe e1000 || lab_fatal "modprobe e1000 failed"
-mkdir -p "$LAB_OUT"
 both_on() { lab_driver_is $a "$1" && lab_driver_is $b "$1"; }
 lab_check "L1's e1000 drives both NICs" lab_wait_for 10 both_on e1000
 lab_eq "they share an IOMMU group" "$(lab_iommu_group $a)" "$(lab_iommu_group $b)"
@@ -38,8 +32,7 @@ echo "# $out"
 lab_eq "passage vm start nics --device $a --device $b" 0 "$rc"
 claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "nics") | .claim')
 lab_check "both NICs were claimed onto vfio-pci" both_on vfio-pci
-vm_state_is() { [[ $("$bin/passage" vm list --json | jq -r '.[] | select(.name == "nics") | "\(.state) \(.exitStatus)"') == "$1" ]]; }
-lab_check "the guest powers off: VM nics stopped, exit 0" lab_wait_for 240 vm_state_is "stopped 0"
+lab_check "the guest powers off: VM nics stopped, exit 0" lab_wait_for 240 lab_vm_state_is nics "stopped 0"
 tr -d '\r' <"$console" | grep -a '^L2\|e1000\|eth[0-9]' | sed 's/^/L2| /' | head -n 40
 sed 's/^/# vmm.log| /' $state/vms/nics/vmm.log
 

@@ -17,14 +17,8 @@ set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
 rng=0000:01:00.0 ahci=0000:02:00.0
-bin=$PASSAGE_BIN
-vmm=${PASSAGE_VMM:-$bin/passage-vmm}
-[[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
+lab_vmm_prepare
 [[ -n ${LAB_L2IRQ_INITRD:-} && -r $LAB_L2IRQ_INITRD ]] || lab_fatal "no L2 irq initramfs (LAB_L2IRQ_INITRD)"
-grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
-modprobe vfio-pci || lab_fatal "modprobe vfio-pci failed"
-mkdir -p "$LAB_OUT"
 
 lab_eq "01:00.0 is virtio-rng (1af4:1044)" "0x1af4 0x1044" "$(cat $LAB_PCI/$rng/vendor $LAB_PCI/$rng/device | tr '\n' ' ' | sed 's/ $//')"
 lab_eq "02:00.0 is ICH9 AHCI (8086:2922)" "0x8086 0x2922" "$(cat $LAB_PCI/$ahci/vendor $LAB_PCI/$ahci/device | tr '\n' ' ' | sed 's/ $//')"
@@ -50,11 +44,10 @@ echo "# $out"
 lab_eq "passage vm start irq --device $rng --device $ahci" 0 "$rc"
 claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "irq") | .claim')
 lab_eq "both functions were claimed onto vfio-pci" "vfio-pci vfio-pci" "$(lab_driver $rng) $(lab_driver $ahci)"
-vm_state_is() { [[ $("$bin/passage" vm list --json | jq -r '.[] | select(.name == "irq") | "\(.state) \(.exitStatus)"') == "$1" ]]; }
 # L1's view of the functions' host interrupts while the VM runs (VFIO's handlers), for diagnosis.
 ( while sleep 1; do grep -E 'vfio' /proc/interrupts >"$LAB_OUT/l1-irq.now" && cp "$LAB_OUT/l1-irq.now" "$LAB_OUT/l1-irq.last"; done ) &
 sampler=$!
-lab_check "the guest powers off: VM irq stopped, exit 0" lab_wait_for 240 vm_state_is "stopped 0"
+lab_check "the guest powers off: VM irq stopped, exit 0" lab_wait_for 240 lab_vm_state_is irq "stopped 0"
 kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
 sed 's/^/# L1 interrupts during the VM| /' "$LAB_OUT/l1-irq.last" 2>/dev/null
 tr -d '\r' <"$console" | grep -a '^L2\|virtio\|ahci\|ata[0-9]\|PCI\|pci 0000\|hwrng' | sed 's/^/L2| /' | head -n 60

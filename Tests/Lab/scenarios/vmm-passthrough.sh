@@ -20,14 +20,8 @@ set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
 pf=0000:01:00.0 vf=0000:01:00.1
-bin=$PASSAGE_BIN
-vmm=${PASSAGE_VMM:-$bin/passage-vmm}
-[[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
-grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_vmm_prepare
 modprobe nvme || lab_fatal "modprobe nvme failed"
-modprobe vfio-pci || lab_fatal "modprobe vfio-pci failed"
-mkdir -p "$LAB_OUT"
 cmdline="console=ttyS0 panic=-1 quiet pci=noearly lab.marker=$LAB_MARKER"
 ns=$(lab_nvme_ctrl $pf) && ns=${ns}n1
 lab_check "the PF's namespace $ns is there" lab_wait_for 20 test -b "$ns"
