@@ -25,7 +25,7 @@ if [[ $rc -ne 0 ]]; then
     status=1
 fi
 
-echo "== crash torture: passaged SIGKILLed 120 times inside claims, releases and VF operations"
+echo "== crash torture: passaged SIGKILLed 120 times inside claims, releases, VF operations and VM starts/stops"
 swift build --product crash-torture 2>&1 | grep -v '^\[' | grep -v '^Build' ; .build/debug/crash-torture --kills 120 > .build/crash-torture.log 2>&1; rc=$?
 grep -E 'VIOLATED' .build/crash-torture.log | head -n 20
 tail -n 1 .build/crash-torture.log
