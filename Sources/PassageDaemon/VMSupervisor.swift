@@ -15,6 +15,12 @@ public final class VMSupervisor: @unchecked Sendable {
     private let store: Store
     private let events: EventHub
     private let claims: ClaimService
+    /// Names and claims of the starts in progress: a second start of the same VM, or with the same
+    /// claim, waits for nobody — it is refused (409) until the first is done, so two requests can
+    /// never spawn two VMMs under one name (the second would overwrite the first's record and
+    /// leave it untracked) or give one claim's devices to two VMs.
+    private let startingLock = NSLock()
+    private var starting = Set<String>()
 
     public init(vmmPath: String, stateDirectory: String, claims: ClaimService) {
         self.vmmPath = vmmPath
@@ -92,6 +98,9 @@ public final class VMSupervisor: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: vmmPath) else {
             throw APIError(500, "vmm-missing", "passage-vmm not found at \(vmmPath); install it next to passaged or give passaged --vmm PATH")
         }
+        let keys = ["vm " + r.name] + (r.claim.map { ["claim " + $0] } ?? [])
+        try reserve(keys, name: r.name)
+        defer { release(keys) }
         let existing = try store.vms().first { $0.name == r.name }
         if let e = existing, e.state == "running" {
             throw APIError(409, "vm-running", "VM \(r.name) is running (pid \(e.pid.map(String.init) ?? "?")); stop it first (passage vm stop \(r.name))")
@@ -120,6 +129,23 @@ public final class VMSupervisor: @unchecked Sendable {
             if let id = madeClaim { _ = try? await claims.release(id: id) }
             throw error
         }
+    }
+
+    private func reserve(_ keys: [String], name: String) throws {
+        startingLock.lock()
+        defer { startingLock.unlock() }
+        if let busy = keys.first(where: starting.contains) {
+            let what = busy.hasPrefix("vm ") ? "VM \(name) is being started by another request"
+                                             : "claim \(busy.dropFirst(6)) is being given to a VM by another request"
+            throw APIError(409, "vm-starting", "\(what); wait for it to finish (passage vm list), then try again")
+        }
+        starting.formUnion(keys)
+    }
+
+    private func release(_ keys: [String]) {
+        startingLock.lock()
+        starting.subtract(keys)
+        startingLock.unlock()
     }
 
     /// The running VM that holds claim `id`, if any.

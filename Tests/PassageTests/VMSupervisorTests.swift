@@ -49,6 +49,33 @@ import PassageAPI
         await h.stop()
     }
 
+    /// Two starts of one VM at once: one VMM, one record — the other request is refused (409,
+    /// vm-starting while the first is in progress or vm-running after), never a second VMM that
+    /// would overwrite the first's record.
+    @Test func concurrentStartsOfOneVMSpawnOneVMM() async throws {
+        guard access("/dev/kvm", R_OK | W_OK) == 0 else { Issue.record("this test needs /dev/kvm"); return }
+        let (h, _) = try harness()
+        defer { h.cleanup() }
+        try await h.start()
+        let kernel = try tempFile("vm-twice", Self.image(printing: "UP\n", thenReset: false))
+        defer { unlink(kernel) }
+        let body = #"{"name":"vm-twice","kernel":"\#(kernel)","memory":"32M"}"#
+        for round in 0..<3 {
+            async let a = h.curl("POST", "/v1/vms", body)
+            async let b = h.curl("POST", "/v1/vms", body)
+            let results = try await [a, b]
+            let statuses = results.map(\.0).sorted()
+            #expect(statuses == [201, 409], "round \(round): \(results)")
+            #expect(results.contains { $0.1.contains("vm-starting") || $0.1.contains("vm-running") })
+            let vmms = (try FileManager.default.contentsOfDirectory(atPath: "/proc")).compactMap(Int32.init)
+                .filter { VMSupervisor.isVMM($0, console: h.daemon.vms.consolePath("vm-twice")) }
+            #expect(vmms.count == 1, "round \(round): passage-vmm processes of vm-twice: \(vmms)")
+            #expect(try await h.curl("POST", "/v1/vms/vm-twice/stop").0 == 200)
+            _ = try await waitState(h, "vm-twice", "stopped")
+        }
+        await h.stop()
+    }
+
     /// passaged killed inside `vm start` (the record written, the pid not yet): the restart must
     /// find the VMM by its console path, not lose track of it (its claim would be releasable
     /// under it) — and must not take another VM's VMM, or a dead one, for it.
