@@ -6,7 +6,8 @@
 # nested KVM, `passage vm start` has passaged run passage-vmm as its child with the Debian kernel
 # and the busybox initramfs; `vm list` follows it until the guest reboots (stopped, exit 0) and
 # `vm console` shows the guest's marker; a second VM is stopped while it boots (exit 130); a
-# third outlives a SIGKILL of passaged and is found again after the restart. (A VM with a claim
+# third outlives a SIGKILL of passaged and is found again after the restart; then six SIGKILLs
+# of passaged inside `vm start`, each restart checked for a VMM it does not know. (A VM with a claim
 # is refused with a clear 501 until passthrough exists: a unit test, since this topology's only
 # assignable device carries L1's root file system.)
 set -uo pipefail
@@ -51,6 +52,32 @@ lab_check "g3's passage-vmm outlives passaged" kill -0 "$vmmpid"
 start_daemon || lab_fatal "passaged did not restart"
 lab_eq "after the restart g3 is still known as running" "running -" "$(vm_state g3)"
 lab_check "… and its end is noticed" lab_wait_for 120 sh -c "'$bin/passage' vm list --json | jq -e '.[] | select(.name == \"g3\" and .state == \"stopped\")' >/dev/null"
+
+# SIGKILL inside `vm start` (crash torture's VM part on the real kernel): passaged dies 0–1.5 s
+# into a start; after the restart the VM is running with its passage-vmm found again (by pid, or
+# by its console path when the pid was never recorded), or recorded as ended with no passage-vmm
+# of it left — never a VMM passaged does not know. (passaged records the VM before it spawns.)
+vmm_gone() { [[ ! -e /proc/$1 ]] || grep -q '^State:.*Z' /proc/$1/status; }   # (an orphan's zombie counts as gone)
+vmm_pids() { pgrep -f "file:$state/vms/$1/console.log" | tr '\n' ' ' | sed 's/ $//'; }
+untracked=0 adopted=0 ended=0
+for i in 1 2 3 4 5 6; do
+    name=k$i delay=$(awk -v i=$i 'BEGIN { printf "%.2f", (i * 0.27) % 1.5 }')
+    ( "$bin/passage" vm start $name --kernel "$LAB_KERNEL" --initrd $initrd --memory 128M --cmdline "$cmdline vmm.end=hold" >/dev/null 2>&1 & sleep "$delay"; kill -9 $pid )
+    wait $pid 2>/dev/null
+    start_daemon || lab_fatal "passaged did not restart after the kill in vm start $name"
+    pids=$(vmm_pids $name) st=$(vm_state $name)
+    recorded=$("$bin/passage" vm list --json | jq -r --arg n $name '.[] | select(.name == $n) | .pid // ""')
+    if [[ -n $pids ]]; then
+        if [[ $st == "running -" && $pids == "$recorded" ]]; then adopted=$((adopted + 1)); else untracked=$((untracked + 1)); fi
+        lab_eq "kill in vm start $name (after ${delay}s, ready in ${LAB_PASSAGED_SECONDS}s): its passage-vmm $pids is the running VM's" "running - $pids" "$st $recorded"
+        "$bin/passage" vm stop $name >/dev/null
+        lab_check "… and stops through the restarted passaged" lab_wait_for 30 vmm_gone $pids
+    else
+        ended=$((ended + 1))
+        lab_check "kill in vm start $name (after ${delay}s, ready in ${LAB_PASSAGED_SECONDS}s): no passage-vmm, and the VM is not called running (${st:-no record})" test "$st" != "running -"
+    fi
+done
+lab_timing "vm_start_kills=6 adopted=$adopted ended=$ended untracked=$untracked"
 
 kill -TERM $pid; wait $pid
 lab_eq "SIGTERM stops passaged cleanly" 0 "$?"
