@@ -137,7 +137,7 @@ enum APICall: Equatable {
             self = .applyPolicy(try Self.decode(PolicyApplyRequest.self, r.body, keys: PolicyApplyRequest.keys, allowEmpty: true) ?? PolicyApplyRequest())
         case ("GET", "events", 2):
             self = .events(since: try r.query["since"].map { s -> Int in
-                guard let n = Int(s), n >= 0 else { throw APIError.badRequest("since \(s): expected an event sequence number") }
+                guard let n = DeviceQuery.decimal(s) else { throw APIError.badRequest("since \(s): expected an event sequence number") }
                 return n
             })
         default:

@@ -35,12 +35,12 @@ struct DeviceQuery: Equatable {
         driver = q["driver"]
         if let s = q["sriov"] { sriov = s == "1" || s == "true" }
         if let n = q["numa"] {
-            guard let x = Int(n) else { throw APIError.badRequest("numa \(n): expected a node number") }
+            guard let x = Self.decimal(n, negative: true) else { throw APIError.badRequest("numa \(n): expected a node number") }
             numa = x
         }
         if q["limit"] != nil || q["after"] != nil {
             let limit = try q["limit"].map { t -> Int in
-                guard let n = Int(t), (1...100_000).contains(n) else { throw APIError.badRequest("limit \(t): expected 1 to 100000 devices per page") }
+                guard let n = Self.decimal(t), (1...100_000).contains(n) else { throw APIError.badRequest("limit \(t): expected 1 to 100000 devices per page") }
                 return n
             } ?? 1000
             let after = try q["after"].map { t -> PCIAddress in
@@ -48,6 +48,14 @@ struct DeviceQuery: Equatable {
             }
             page = Page(limit: limit, after: after)
         }
+    }
+
+    /// A decimal number written plainly: digits only (a leading `-` where `negative`), at most 18.
+    /// `Int(_:)` alone would also take `+5`, so two spellings would mean one filter.
+    static func decimal(_ s: String, negative: Bool = false) -> Int? {
+        let digits = negative && s.hasPrefix("-") ? s.dropFirst() : Substring(s)
+        guard (1...18).contains(digits.utf8.count), digits.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        return Int(s)
     }
 
     /// Hex digits only: `UInt32(_:radix:)` alone would also take a sign (`class=%2B2`, `vendor=-000`).

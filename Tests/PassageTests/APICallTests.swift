@@ -65,6 +65,14 @@ import PassageAPI
         for bad in ["class=%2B2", "class=-0", "class=+0ab", "vendor=%2B808", "vendor=-000", "vendor=8086:%2B572", "class=0%C3%A9"] {
             #expect(throws: APIError.self, "\(bad)") { try DeviceQuery(HTTPRequestTarget("/v1/devices?" + bad).query) }
         }
+        for bad in ["numa=%2B1", "numa=+1", "numa=--1", "numa=", "limit=%2B5", "limit=5x", "limit=-5", "limit=0099999999999999999999"] {
+            #expect(throws: APIError.self, "\(bad)") { try DeviceQuery(HTTPRequestTarget("/v1/devices?" + bad).query) }
+        }
+        #expect(try DeviceQuery(["numa": "-1"]).numa == -1 && DeviceQuery(["numa": "0"]).numa == 0)
+        #expect(try DeviceQuery(["limit": "50"]).page?.limit == 50)
+        for bad in ["since=%2B5", "since=-1", "since=5.0"] {
+            #expect(refusal("GET", "/v1/events?" + bad)?.status == 400, "\(bad)")
+        }
         let q = try DeviceQuery(["class": "0C03", "vendor": "8086:1572"])
         #expect(q.classPrefix == "0c03" && q.vendor == "8086" && q.device == "1572")
     }
