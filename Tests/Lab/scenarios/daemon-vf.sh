@@ -48,10 +48,23 @@ invariants() {
     curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null || { echo "not healthy"; return 1; }
 }
 worst=0 undone=0
+mkfifo /tmp/daemon-vf.nap; exec {napfd}<>/tmp/daemon-vf.nap   # naps without a process start
+vfs_appeared() { [[ $(<$LAB_PCI/$pf/sriov_numvfs) != 0 ]]; }
 for i in $(seq 1 8); do
-    # The CLI takes ~0.5-1 s to start in L1 and the creation ~1-1.5 s: the delays sweep across it.
-    delay=$(awk -v i="$i" 'BEGIN { printf "%.2f", 0.5 + i * 0.2 }')
-    ( "$bin/passage" "${create[@]}" >/dev/null 2>&1 & sleep "$delay"; kill -9 $pid )
+    if (( i % 2 )); then
+        # The CLI takes ~0.5-1 s to start in L1 and the creation ~0.2-1.5 s: these delays sweep across it.
+        delay=$(awk -v i="$i" 'BEGIN { printf "%.2f", 0.5 + i * 0.2 }')
+        ( "$bin/passage" "${create[@]}" >/dev/null 2>&1 & sleep "$delay"; kill -9 $pid )
+    else
+        # Inside the creation for sure: once the VFs exist (provisioning and binding still to come),
+        # 0–0.15 s later. (Fixed delays alone could all miss a fast creation.)
+        delay="VFs+$(awk -v i="$i" 'BEGIN { printf "%.2f", (i / 2 - 1) * 0.05 }')"
+        ( "$bin/passage" "${create[@]}" >/dev/null 2>&1 &
+          t0=$EPOCHREALTIME
+          until vfs_appeared || (( ${EPOCHREALTIME/./} - ${t0/./} > 10000000 )); do read -r -t 0.005 -u $napfd _; done
+          read -r -t "${delay#VFs+}" -u $napfd _
+          kill -9 $pid )
+    fi
     wait $pid 2>/dev/null
     start_daemon || lab_fatal "passaged did not restart after kill $i: $(tail -n 20 "$LAB_OUT/passaged.log")"
     worst=$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }')
