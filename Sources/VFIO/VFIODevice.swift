@@ -179,12 +179,6 @@ public final class VFIODevice: @unchecked Sendable {
         guard r >= 0 else { throw .ioctl("VFIO_DEVICE_SET_IRQS \(address) \(index) unmask (\(fds.count) eventfds)", Int(r)) }
     }
 
-    /// Masks or unmasks one vector of `index` (INTx: the device's line is held off while masked).
-    public func maskInterrupt(_ index: PCIInterrupt, vector: UInt32 = 0, _ mask: Bool) throws(VFIOError) {
-        let r = passage_vfio_mask_irq(fd, index.rawValue, vector, mask ? 1 : 0)
-        guard r >= 0 else { throw .ioctl("VFIO_DEVICE_SET_IRQS \(address) \(mask ? "mask" : "unmask") \(index) \(vector)", Int(r)) }
-    }
-
     public func disableInterrupts(_ index: PCIInterrupt) throws(VFIOError) {
         let r = passage_vfio_disable_irqs(fd, index.rawValue)
         guard r >= 0 else { throw .ioctl("VFIO_DEVICE_SET_IRQS \(address) disable \(index)", Int(r)) }

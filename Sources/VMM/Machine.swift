@@ -157,13 +157,13 @@ public final class Machine: @unchecked Sendable {
         passthrough.map { ($0.setupNanoseconds, $0.dmaMapNanoseconds) }
     }
 
-    /// A warning on standard error (the VM goes on).
     /// A line for the operator on stderr (passage-vmm's log under the daemon) that is no warning.
     static func note(_ message: String) {
         let line = Array("passage-vmm: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
+    /// A warning on standard error (the VM goes on).
     static func warn(_ message: String) { note("warning: \(message)") }
 
     /// Resident memory of this process and the part of it that is guest RAM the guest touched.

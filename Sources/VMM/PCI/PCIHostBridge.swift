@@ -32,12 +32,12 @@ public final class PCIHostBridge: PortIODevice {
         slots[slot] = function
     }
 
-    /// The first free slot, or nil when all 31 are taken.
     /// The IOAPIC pin (GSI) INTA of `slot` is wired to, as the DSDT's `_PRT` tells the guest:
     /// 16…23 in turn, so the first eight devices have a line each (beyond, lines are shared,
     /// which level-triggered INTx allows).
     public static func intxGSI(slot: Int) -> UInt32 { 16 + UInt32(slot % 8) }
 
+    /// The first free slot, or nil when all 31 are taken.
     public var freeSlot: Int? { (1..<32).first { slots[$0] == nil } }
 
     private func store16(_ o: Int, _ v: UInt16) {

@@ -262,14 +262,9 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
                     routes.set(msixVectors.gsi(v), address: table.entries[v].address, data: table.entries[v].data)
                 }
                 do { try routes.commit() } catch { throw VMMError(error) }
-                setINTx(false)
-                do { try device.setInterruptEventFDs(.msix, msixVectors.fds(table.count)) } catch { throw VMMError(error) }
-                msixVectors.active = true
-                msixVectors.enabledCount = table.count
+                try enable(msixVectors, .msix, count: table.count)
             } else if !table.enabled && msixVectors.active {
-                msixVectors.detachAll(vm: vm, note: note)
-                msixVectors.active = false
-                do { try device.disableInterrupts(.msix) } catch { throw VMMError(error) }
+                try disable(msixVectors, .msix)
             }
         } catch {
             note("\(device.address): MSI-X \(table.enabled ? "enable" : "disable") failed: \(error.message)")
@@ -303,28 +298,36 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         let want = st.enabled ? st.vectors : 0
         do throws(VMMError) {
             if msiVectors.active && want != msiVectors.enabledCount {
-                msiVectors.detachAll(vm: vm, note: note)
-                msiVectors.active = false
-                do { try device.disableInterrupts(.msi) } catch { throw VMMError(error) }
+                try disable(msiVectors, .msi)
             }
             if want > 0 {
                 try msiVectors.ensure(want, routes: routes)
                 for v in 0..<want { routes.set(msiVectors.gsi(v), address: st.address, data: st.data(ofVector: v)) }
                 do { try routes.commit() } catch { throw VMMError(error) }
-                if !msiVectors.active {
-                    setINTx(false)
-                    do { try device.setInterruptEventFDs(.msi, msiVectors.fds(want)) } catch { throw VMMError(error) }
-                    msiVectors.active = true
-                    msiVectors.enabledCount = want
-                }
+                if !msiVectors.active { try enable(msiVectors, .msi, count: want) }
             }
         } catch {
             note("\(device.address): MSI \(st.enabled ? "enable (\(want) vectors)" : "disable") failed: \(error.message)")
         }
         for v in 0..<msiVectors.count {
-            msiVectors.setIRQFD(v, msiVectors.active && v < msiVectors.enabledCount && !st.isMasked(v), vm: vm, note: note)
+            msiVectors.setIRQFD(v, v < msiVectors.enabledCount && !st.isMasked(v), vm: vm, note: note)
         }
         updateINTx()
+    }
+
+    /// Hands the first `count` vectors of `set` to VFIO as kind `index` (INTx unwired first: VFIO
+    /// takes one kind at a time).
+    private func enable(_ set: VectorSet, _ index: VFIODevice.PCIInterrupt, count: Int) throws(VMMError) {
+        setINTx(false)
+        do { try device.setInterruptEventFDs(index, set.fds(count)) } catch { throw VMMError(error) }
+        set.enabledCount = count
+    }
+
+    /// Detaches `set`'s irqfds and takes kind `index` back from VFIO.
+    private func disable(_ set: VectorSet, _ index: VFIODevice.PCIInterrupt) throws(VMMError) {
+        set.detachAll(vm: vm, note: note)
+        set.enabledCount = 0
+        do { try device.disableInterrupts(index) } catch { throw VMMError(error) }
     }
 
     /// INTx is wired exactly while neither MSI nor MSI-X is.
@@ -336,8 +339,8 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
     private func setINTx(_ on: Bool) {
         guard let line = intx, line.active != on else { return }
         if on {
-            VectorSet.drain(line.trigger)                    // nothing stale from before
-            VectorSet.drain(line.resample)
+            _ = line.trigger.consume()                       // nothing stale from before
+            _ = line.resample.consume()
             do {
                 try vm.registerIRQFD(line.trigger, gsi: line.gsi, resample: line.resample)
             } catch {
@@ -360,9 +363,6 @@ public final class PassthroughDevice: PCIFunction, MMIODevice {
         }
         intx!.active = on
     }
-
-    /// Whether INTx is wired now, and its GSI (tests and diagnostics).
-    var intxState: (gsi: UInt32, active: Bool)? { intx.map { ($0.gsi, $0.active) } }
 
     // MARK: helpers
 
@@ -421,9 +421,9 @@ final class IOBARWindow: PortIODevice {
 final class VectorSet {
     let kind: String
     private var vectors: [(event: EventFD, gsi: UInt32, irqfd: Bool)] = []
-    /// VFIO has the eventfds now (the kind is enabled on the device), for this many vectors.
-    var active = false
+    /// How many vectors VFIO has the eventfds of now (0: the kind is off on the device).
     var enabledCount = 0
+    var active: Bool { enabledCount > 0 }
 
     init(kind: String) { self.kind = kind }
 
@@ -459,13 +459,5 @@ final class VectorSet {
         guard v < vectors.count else { return false }
         var p = pollfd(fd: vectors[v].event.fd, events: Int16(POLLIN), revents: 0)
         return poll(&p, 1, 0) == 1
-    }
-
-    /// Empties an eventfd without blocking.
-    static func drain(_ e: EventFD) {
-        var p = pollfd(fd: e.fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&p, 1, 0) == 1 else { return }
-        var value: UInt64 = 0
-        _ = read(e.fd, &value, 8)
     }
 }
