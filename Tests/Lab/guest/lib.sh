@@ -340,6 +340,17 @@ lab_vmm_prepare() {
     mkdir -p "$LAB_OUT"
 }
 
+# lab_passaged_for_vms: passaged at the usual socket and state directory, running $vmm (after
+# lab_vmm_prepare); sets sock, state and PASSAGE_SOCKET. Fatal when it does not come up.
+lab_passaged_for_vms() {
+    sock=/run/passage/passage.sock state=/tmp/passage-state
+    export PASSAGE_SOCKET=$sock
+    lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+}
+
+# lab_vm_claim NAME: the claim VM NAME holds, as `passage vm list` says.
+lab_vm_claim() { "$bin/passage" vm list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | .claim'; }
+
 # lab_vm_state_is NAME "STATE EXIT": VM NAME's state and exit status, as `passage vm list` says.
 lab_vm_state_is() {
     [[ $("$bin/passage" vm list --json | jq -r --arg n "$1" '.[] | select(.name == $n) | "\(.state) \(.exitStatus)"') == "$2" ]]

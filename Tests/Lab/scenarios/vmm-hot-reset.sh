@@ -22,15 +22,13 @@ lab_eq "they share an IOMMU group" "$(lab_iommu_group $a)" "$(lab_iommu_group $b
 macs() { cat $LAB_PCI/$a/net/*/address $LAB_PCI/$b/net/*/address 2>/dev/null | tr '\n' ' ' | sed 's/ $//'; }
 l1_macs=$(macs)
 
-sock=/run/passage/passage.sock state=/tmp/passage-state
-export PASSAGE_SOCKET=$sock
-lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+lab_passaged_for_vms
 console=$state/vms/nics/console.log
 out=$("$bin/passage" vm start nics --device $a --device $b --kernel "$LAB_KERNEL" --initrd "$LAB_L2IRQ_INITRD" \
     --memory 256M --cmdline "console=ttyS0 panic=-1 quiet lab.nic=1" 2>&1); rc=$?
 echo "# $out"
 lab_eq "passage vm start nics --device $a --device $b" 0 "$rc"
-claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "nics") | .claim')
+claim=$(lab_vm_claim nics)
 lab_check "both NICs were claimed onto vfio-pci" both_on vfio-pci
 lab_check "the guest powers off: VM nics stopped, exit 0" lab_wait_for 240 lab_vm_state_is nics "stopped 0"
 tr -d '\r' <"$console" | grep -a '^L2\|e1000\|eth[0-9]' | sed 's/^/L2| /' | head -n 40

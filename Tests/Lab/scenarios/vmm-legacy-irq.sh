@@ -33,16 +33,14 @@ lab_check "AHCI has MSI (05) and no MSI-X (11): $ahci_caps" both has "$ahci_caps
 lab_check "L1's virtio-pci drives virtio-rng" lab_wait_for 10 lab_driver_is $rng virtio-pci
 lab_eq "AHCI has no driver in L1" "" "$(lab_driver $ahci)"
 
-sock=/run/passage/passage.sock state=/tmp/passage-state
-export PASSAGE_SOCKET=$sock
-lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+lab_passaged_for_vms
 
 console=$state/vms/irq/console.log
 out=$("$bin/passage" vm start irq --device $rng --device $ahci --kernel "$LAB_KERNEL" --initrd "$LAB_L2IRQ_INITRD" \
     --memory 256M --cmdline "console=ttyS0 panic=-1 quiet lab.irq=1 lab.marker=$LAB_MARKER" 2>&1); rc=$?
 echo "# $out"
 lab_eq "passage vm start irq --device $rng --device $ahci" 0 "$rc"
-claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "irq") | .claim')
+claim=$(lab_vm_claim irq)
 lab_eq "both functions were claimed onto vfio-pci" "vfio-pci vfio-pci" "$(lab_driver $rng) $(lab_driver $ahci)"
 # L1's view of the functions' host interrupts while the VM runs (VFIO's handlers), for diagnosis.
 ( while sleep 1; do grep -E 'vfio' /proc/interrupts >"$LAB_OUT/l1-irq.now" && cp "$LAB_OUT/l1-irq.now" "$LAB_OUT/l1-irq.last"; done ) &

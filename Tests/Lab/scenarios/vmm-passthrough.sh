@@ -57,9 +57,7 @@ fi
 demo=${LAB_ARG_DEMO:-}
 say() { [[ -n $demo ]] && printf '\n>>> %s\n' "$*"; return 0; }
 say "starting passaged (the Passage daemon) in the lab VM; it finds the emulated SR-IOV NVMe controller $pf"
-sock=/run/passage/passage.sock state=/tmp/passage-state
-export PASSAGE_SOCKET=$sock
-lab_passaged_start $sock $state --vmm "$vmm" --rescan-interval 60 || lab_fatal "passaged did not come up: $(tail -n 20 "$LAB_OUT/passaged.log")"
+lab_passaged_for_vms
 [[ -n $demo ]] && { "$bin/passage" devices; "$bin/passage" groups; }
 say "passage vf create $pf --count 1 --nvme-queues 2 --nvme-interrupts 1 --driver nvme   (a VF, its secondary controller provisioned and online)"
 "$bin/passage" vf create $pf --count 1 --nvme-queues 2 --nvme-interrupts 1 --driver nvme | sed 's/^/# /'
@@ -80,7 +78,7 @@ out=$("$bin/passage" vm start l2 --device $vf --kernel "$LAB_KERNEL" --initrd "$
 started_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
 echo "# $out (after $started_s s)"
 lab_eq "passage vm start l2 --device $vf" 0 "$rc"
-claim=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .claim')
+claim=$(lab_vm_claim l2)
 lab_check "the VM holds a claim ($claim)" test -n "$claim" -a "$claim" != null
 lab_eq "the VF was claimed onto vfio-pci" vfio-pci "$(lab_driver $vf)"
 vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .pid')
