@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Passage needs on a Debian 12 machine, idempotently: the C libraries it links
-# (libpci, libudev, libnl-route-3), pciutils and pci.ids, and the lab's QEMU, Debian kernel image,
+# (libpci, libudev, libnl-route-3, liblzma), pciutils and pci.ids, and the lab's QEMU, Debian kernel image,
 # busybox, cpio, nvme-cli and jq. Installs nothing when everything is present.
 # The Swift 6 toolchain is expected on PATH (or at /opt/swift/usr/bin); it is not an apt package.
 set -euo pipefail
 
 packages=(
     # build: C libraries and pkg-config files
-    pkg-config libpci-dev libudev-dev libnl-3-dev libnl-route-3-dev
+    pkg-config libpci-dev libudev-dev libnl-3-dev libnl-route-3-dev liblzma-dev
     # names and the reference tool the tests compare against
     pci.ids pciutils
     # the lab: an emulated IOMMU + SR-IOV NVMe host under QEMU, running Debian's kernel

@@ -11,6 +11,9 @@ import Glibc
 /// its pid). A VM's claim stays held after the VM ends, until it is released.
 public final class VMSupervisor: @unchecked Sendable {
     public let vmmPath: String
+    /// Where passage-vmm keeps the bzImages it unpacked (in the state directory, writable under
+    /// the unit's ProtectSystem=strict): the second start of a kernel skips the unpacking.
+    let kernelCache: String
     public let directory: String
     private let store: Store
     private let events: EventHub
@@ -25,6 +28,7 @@ public final class VMSupervisor: @unchecked Sendable {
     public init(vmmPath: String, stateDirectory: String, claims: ClaimService) {
         self.vmmPath = vmmPath
         directory = stateDirectory + "/vms"
+        kernelCache = stateDirectory + "/kernel-cache"
         store = claims.store
         events = claims.events
         self.claims = claims
@@ -159,7 +163,7 @@ public final class VMSupervisor: @unchecked Sendable {
         let console = consolePath(r.name)
         _ = FileManager.default.createFile(atPath: console, contents: nil)
         _ = FileManager.default.createFile(atPath: dir + "/vmm.log", contents: nil)
-        var args = ["--kernel", r.kernel, "--console", "file:" + console]
+        var args = ["--kernel", r.kernel, "--console", "file:" + console, "--kernel-cache", kernelCache]
         if let i = r.initramfs { args += ["--initrd", i] }
         if let c = r.cmdline { args += ["--cmdline", c] }
         if let m = r.memory { args += ["--memory", m] }

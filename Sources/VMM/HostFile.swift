@@ -42,15 +42,17 @@ final class HostFile {
         }
     }
 
-    /// The first `count` bytes (fewer if the file is shorter).
-    func prefix(_ count: Int) throws(VMMError) -> [UInt8] {
-        let n = min(count, size)
-        var bytes = [UInt8](repeating: 0, count: n)
+    /// `count` bytes from `offset`, which must lie inside the file.
+    func bytes(_ count: Int, at offset: Int) throws(VMMError) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: count)
         var failure: VMMError?
-        bytes.withUnsafeMutableBytes { b in
-            do throws(VMMError) { try read(into: b.baseAddress!, count: n, offset: 0) } catch { failure = error }
+        b.withUnsafeMutableBytes { p in
+            do throws(VMMError) { try read(into: p.baseAddress!, count: count, offset: offset) } catch { failure = error }
         }
         if let failure { throw failure }
-        return bytes
+        return b
     }
+
+    /// The first `count` bytes (fewer if the file is shorter).
+    func prefix(_ count: Int) throws(VMMError) -> [UInt8] { try bytes(min(count, size), at: 0) }
 }

@@ -10,10 +10,22 @@ public struct LinuxELFImage: Sendable, Equatable {
         public let physicalAddress: UInt64
         public let fileSize: Int
         public let memorySize: UInt64
+        /// `p_vaddr`: where the kernel is linked to run (0xffffffff81000000 up; 0 for x86-64's per-CPU segment).
+        public var virtualAddress: UInt64 = 0
     }
 
     public let entryPoint: UInt64
     public let segments: [Segment]
+    /// Where the ELF file's last structure ends (program and section header tables, segments): in
+    /// a bzImage's payload, the kernel's relocation table follows from here.
+    public let fileEnd: Int
+    /// `__START_KERNEL_map`, the virtual address of physical 0 in the kernel's own map: the
+    /// segment holding the entry point, `p_vaddr - p_paddr` (0xffffffff80000000 for x86-64 Linux).
+    public var kernelMapBase: UInt64? {
+        guard let s = segments.first(where: { entryPoint >= $0.physicalAddress && entryPoint - $0.physicalAddress < UInt64($0.fileSize) }),
+              s.virtualAddress >= s.physicalAddress else { return nil }
+        return s.virtualAddress - s.physicalAddress
+    }
     /// End of the highest segment in memory (bss and brk included): the initramfs goes above it.
     public var end: UInt64 { segments.map { $0.physicalAddress + $0.memorySize }.max() ?? 0 }
 
@@ -45,14 +57,15 @@ public struct LinuxELFImage: Sendable, Equatable {
         var segments: [Segment] = []
         for i in 0..<phnum where u32(ph, i * 56) == 1 { // PT_LOAD
             let o = i * 56
-            let offset = u64(ph, o + 8), paddr = u64(ph, o + 24), filesz = u64(ph, o + 32), memsz = u64(ph, o + 40)
+            let offset = u64(ph, o + 8), vaddr = u64(ph, o + 16), paddr = u64(ph, o + 24), filesz = u64(ph, o + 32), memsz = u64(ph, o + 40)
             guard filesz <= memsz, offset <= UInt64(fileSize), filesz <= UInt64(fileSize) - offset else {
                 throw bad("has a PT_LOAD segment (\(i)) reaching past the end of the file: truncated")
             }
             guard paddr >= 0x10_0000, paddr < BootLayout.pciHoleStart, memsz <= BootLayout.pciHoleStart - paddr else {
                 throw bad("has a PT_LOAD segment at physical 0x\(String(paddr, radix: 16)), outside 1 MiB … 3 GiB: not a Linux vmlinux")
             }
-            segments.append(Segment(fileOffset: Int(offset), physicalAddress: paddr, fileSize: Int(filesz), memorySize: memsz))
+            segments.append(Segment(fileOffset: Int(offset), physicalAddress: paddr, fileSize: Int(filesz), memorySize: memsz,
+                                    virtualAddress: vaddr))
         }
         guard !segments.isEmpty else { throw bad("has no PT_LOAD segment") }
         let sorted = segments.sorted { $0.physicalAddress < $1.physicalAddress }
@@ -64,5 +77,13 @@ public struct LinuxELFImage: Sendable, Equatable {
         }
         self.entryPoint = entry
         self.segments = segments
+        // Section headers (e_shoff, e_shentsize, e_shnum): counted only where they lie inside the file.
+        let shoff = u64(h, 0x28), shentsize = UInt64(u16(h, 0x3A)), shnum = UInt64(u16(h, 0x3C))
+        var end = Int(phoff) + phnum * 56
+        if shoff > 0, shentsize <= 256, shoff <= UInt64(fileSize), shentsize * shnum <= UInt64(fileSize) - shoff {
+            end = max(end, Int(shoff + shentsize * shnum))
+        }
+        for s in segments { end = max(end, s.fileOffset + s.fileSize) }
+        self.fileEnd = end
     }
 }

@@ -54,7 +54,9 @@ public final class Machine: @unchecked Sendable {
         memory = try GuestMemory(size: config.memory, hugePages: config.hugePages)
         do { try memory.register(with: vm) } catch { throw VMMError(error) }
         loaded = try LinuxLoader.load(kernel: config.kernel, initramfs: config.initramfs, commandLine: config.commandLine,
-                                      cpus: config.vcpus, pciRoot: !config.vfio.isEmpty, into: memory)
+                                      cpus: config.vcpus, pciRoot: !config.vfio.isEmpty, unpack: config.kernelUnpack,
+                                      cache: KernelCache.resolve(config.kernelCache), into: memory)
+        for n in loaded.notes { Self.note(n) }
         try X86CPUSetup.writeBootTables(memory)
 
         switch config.console {

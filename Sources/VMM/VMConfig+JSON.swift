@@ -2,7 +2,8 @@
 /// `--print-config` text. (`Codable` stays for the daemon; passage-vmm uses only this.)
 extension VMConfig {
     /// Every key a configuration file may hold (`initrd` is another name for `initramfs`).
-    public static let jsonKeys = ["kernel", "initramfs", "initrd", "cmdline", "memory", "vcpus", "console", "hugePages", "vfio"]
+    public static let jsonKeys = ["kernel", "initramfs", "initrd", "cmdline", "memory", "vcpus", "console", "hugePages", "vfio",
+                                       "kernelUnpack", "kernelCache"]
 
     /// The largest configuration file read (they are a few hundred bytes).
     public static let maximumConfigFileSize = 1 << 20
@@ -79,6 +80,11 @@ extension VMConfig {
                 vfio.append(s)
             }
         }
+        if let s = try string("kernelUnpack") {
+            guard let mode = KernelUnpackMode(rawValue: s) else { throw bad("key \"kernelUnpack\" must be \"host\" or \"guest\", not \(StrictJSON.quote(s))") }
+            kernelUnpack = mode
+        }
+        kernelCache = try string("kernelCache")
     }
 
     /// The configuration as the file would hold it, keys sorted, two-space indented: what
@@ -91,6 +97,8 @@ extension VMConfig {
         ]
         if let initramfs { fields.append(("initramfs", StrictJSON.quote(initramfs))) }
         fields.append(("kernel", StrictJSON.quote(kernel)))
+        if let kernelCache { fields.append(("kernelCache", StrictJSON.quote(kernelCache))) }
+        fields.append(("kernelUnpack", StrictJSON.quote(kernelUnpack.rawValue)))
         fields.append(("memory", StrictJSON.quote(memory % (1 << 20) == 0 ? "\(memory >> 20)M" : "\(memory >> 10)K")))
         fields.append(("vcpus", "\(vcpus)"))
         if !vfio.isEmpty { fields.append(("vfio", "[" + vfio.map { StrictJSON.quote($0) }.joined(separator: ", ") + "]")) }

@@ -4,7 +4,7 @@
 /// ```json
 /// {"kernel": "/boot/vmlinuz", "initramfs": "/boot/initrd.img", "cmdline": "console=ttyS0",
 ///  "memory": "512M", "vcpus": 2, "console": "file:/tmp/console.log", "hugePages": false,
-///  "vfio": ["0000:01:00.1"]}
+///  "vfio": ["0000:01:00.1"], "kernelUnpack": "host", "kernelCache": "/var/cache/passage/kernels"}
 /// ```
 public struct VMConfig: Sendable, Codable, Equatable {
     /// Where the serial console goes.
@@ -61,6 +61,10 @@ public struct VMConfig: Sendable, Codable, Equatable {
     public var hugePages: Bool
     /// Host PCI functions (bound to vfio-pci) to pass through, as `DDDD:BB:DD.F`.
     public var vfio: [String] = []
+    /// Who unpacks a bzImage (`KernelUnpackMode`).
+    public var kernelUnpack: KernelUnpackMode = .host
+    /// Where unpacked kernels are kept: a directory, `off`, or nil for `KernelCache.resolve`'s default.
+    public var kernelCache: String?
 
     public init(kernel: String, initramfs: String? = nil, commandLine: String = VMConfig.defaultCommandLine,
                 memory: UInt64 = VMConfig.defaultMemory, vcpus: Int = 1, console: ConsoleTarget = .stdout, hugePages: Bool = false) {
@@ -74,7 +78,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio
+        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache
     }
 
     public init(from decoder: any Decoder) throws {
@@ -95,6 +99,13 @@ public struct VMConfig: Sendable, Codable, Equatable {
         console = try c.decodeIfPresent(ConsoleTarget.self, forKey: .console) ?? .stdout
         hugePages = try c.decodeIfPresent(Bool.self, forKey: .hugePages) ?? false
         vfio = try c.decodeIfPresent([String].self, forKey: .vfio) ?? []
+        if let text = try c.decodeIfPresent(String.self, forKey: .kernelUnpack) {
+            guard let mode = KernelUnpackMode(rawValue: text) else {
+                throw DecodingError.dataCorruptedError(forKey: .kernelUnpack, in: c, debugDescription: "kernelUnpack '\(text)' is not one of host, guest")
+            }
+            kernelUnpack = mode
+        }
+        kernelCache = try c.decodeIfPresent(String.self, forKey: .kernelCache)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -107,6 +118,8 @@ public struct VMConfig: Sendable, Codable, Equatable {
         try c.encode(console, forKey: .console)
         try c.encode(hugePages, forKey: .hugePages)
         if !vfio.isEmpty { try c.encode(vfio, forKey: .vfio) }
+        try c.encode(kernelUnpack.rawValue, forKey: .kernelUnpack)
+        try c.encodeIfPresent(kernelCache, forKey: .kernelCache)
     }
 
     /// `512M`, `2G`, `262144K`, or a plain number of MiB.
@@ -141,6 +154,9 @@ public struct VMConfig: Sendable, Codable, Equatable {
                 throw VMMError(.badConfiguration, "'\(address)' is not a PCI address: give the full DDDD:BB:DD.F form in lower-case hex, e.g. 0000:01:00.1")
             }
             guard seen.insert(address).inserted else { throw VMMError(.badConfiguration, "\(address) is given twice to pass through") }
+        }
+        if let dir = kernelCache, dir != "off", dir != "none", !dir.hasPrefix("/") {
+            throw VMMError(.badConfiguration, "kernelCache '\(dir)' is not an absolute directory path or off")
         }
         guard vfio.count <= 31 else { throw VMMError(.badConfiguration, "at most 31 devices can be passed through (one PCI bus), not \(vfio.count)") }
     }

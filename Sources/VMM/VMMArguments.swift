@@ -11,10 +11,13 @@ public struct VMMArguments: Sendable, Equatable {
     public var vcpus: Int?
     public var console: VMConfig.ConsoleTarget?
     public var hugePages = false
+    public var kernelUnpack: KernelUnpackMode?
+    public var kernelCache: String?
     /// `--vfio ADDR`, in order (repeatable).
     public var vfio: [String] = []
     public var noSeccomp = false
     public var printConfig = false
+    public var prepareKernel = false
     public var stats = false
     public var help = false
 
@@ -36,7 +39,7 @@ public struct VMMArguments: Sendable, Equatable {
 
     static let options: [Option] = [
         Option(names: ["--config"], value: "file",
-               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages, vfio). Options given as well override it."),
+               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache). Options given as well override it."),
         Option(names: ["--kernel"], value: "kernel", help: "The bzImage to boot (e.g. /boot/vmlinuz-VERSION)."),
         Option(names: ["--initrd", "--initramfs"], value: "initrd", help: "The initramfs."),
         Option(names: ["--cmdline"], value: "cmdline", help: "The kernel command line (default: \"\(VMConfig.defaultCommandLine)\")."),
@@ -44,9 +47,15 @@ public struct VMMArguments: Sendable, Equatable {
         Option(names: ["--vcpus"], value: "vcpus", help: "Number of vCPUs, 1…\(MPTable.maximumCPUs) (default 1)."),
         Option(names: ["--console"], value: "console", help: "Serial console: stdout, file:PATH or none (default stdout)."),
         Option(names: ["--vfio"], value: "address", help: "Pass through the host PCI function at this address (bound to vfio-pci, its whole IOMMU group viable); repeat for more. Added to the configuration file's list."),
+        Option(names: ["--kernel-unpack"], value: "where",
+               help: "Who unpacks a bzImage: host (passage-vmm, with liblzma, cached; KASLR applied here; the default) or guest (the kernel's own decompressor, as QEMU boots it)."),
+        Option(names: ["--kernel-cache"], value: "dir",
+               help: "Where unpacked kernels are kept, or off (default: $PASSAGE_KERNEL_CACHE, else /var/cache/passage/kernels for root, ~/.cache/passage/kernels for others)."),
         Option(names: ["--no-seccomp"], value: nil, help: "Do not sandbox the VMM's threads (seccomp allow-lists; docs/security.md). For debugging."),
         Option(names: ["--huge-pages"], value: nil, help: "Back guest memory with transparent huge pages."),
         Option(names: ["--print-config"], value: nil, help: "Print the effective configuration as JSON and exit."),
+        Option(names: ["--prepare-kernel"], value: nil,
+               help: "Unpack the bzImage into the kernel cache and exit (no guest runs), so that the next start skips the unpacking."),
         Option(names: ["--stats"], value: nil, help: "Print startup timings and, at exit, the VMM's resident memory and the guest memory touched, to stderr."),
         Option(names: ["-h", "--help"], value: nil, help: "Show this help."),
     ]
@@ -54,7 +63,8 @@ public struct VMMArguments: Sendable, Equatable {
     public static let usage = """
         Usage: passage-vmm --kernel BZIMAGE [--initrd FILE] [--cmdline TEXT] [--memory SIZE]
                    [--vcpus N] [--console stdout|file:PATH|none] [--vfio DDDD:BB:DD.F]…
-                   [--huge-pages] [--stats]
+                   [--huge-pages] [--kernel-unpack host|guest] [--kernel-cache DIR|off]
+                   [--stats]
                passage-vmm --config FILE [options] [--print-config]
         """
 
@@ -128,6 +138,7 @@ public struct VMMArguments: Sendable, Equatable {
                 case "--huge-pages": result.hugePages = true
                 case "--no-seccomp": result.noSeccomp = true
                 case "--print-config": result.printConfig = true
+                case "--prepare-kernel": result.prepareKernel = true
                 case "--stats": result.stats = true
                 default: break
                 }
@@ -159,6 +170,16 @@ public struct VMMArguments: Sendable, Equatable {
                     throw UsageError("--vfio: '\(value)' is not a PCI address: give the full DDDD:BB:DD.F form in lower-case hex, e.g. 0000:01:00.1")
                 }
                 result.vfio.append(value)
+            case "--kernel-unpack":
+                guard let mode = KernelUnpackMode(rawValue: value) else {
+                    throw UsageError("--kernel-unpack: '\(value)' is not one of host, guest")
+                }
+                result.kernelUnpack = mode
+            case "--kernel-cache":
+                guard value == "off" || value == "none" || value.hasPrefix("/") else {
+                    throw UsageError("--kernel-cache: '\(value)' is not an absolute directory path or off")
+                }
+                result.kernelCache = value
             case "--console":
                 do { result.console = try VMConfig.ConsoleTarget(parsing: value) } catch { throw UsageError("--console: \(error.message)") }
             default: break
@@ -206,6 +227,8 @@ public struct VMMArguments: Sendable, Equatable {
         if let vcpus { c.vcpus = vcpus }
         if let console { c.console = console }
         if hugePages { c.hugePages = true }
+        if let kernelUnpack { c.kernelUnpack = kernelUnpack }
+        if let kernelCache { c.kernelCache = kernelCache }
         for a in vfio where !c.vfio.contains(a) { c.vfio.append(a) }
         return c
     }

@@ -26,6 +26,13 @@ enum PassageVMM {
             print(config.jsonText)
             exit(0)
         }
+        if args.prepareKernel {
+            do { printError("passage-vmm: " + (try LinuxLoader.prepare(config))) } catch {
+                printError("passage-vmm: error: \(error.message)")
+                exit(1)
+            }
+            exit(0)
+        }
 
         let machine: Machine
         let end: MachineExit
@@ -37,7 +44,9 @@ enum PassageVMM {
                 let ready = Clock.now()
                 let exec = Clock.processStart()
                 let execText = exec.map { "\(Int((started - $0) * 1000))" } ?? "?"
+                let l = machine.loaded
                 printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))"
+                           + " kernel=\(l.kernelSource)" + (l.kernelSource == "unpacked" || l.kernelSource == "cached" ? " unpack_ms=\(l.unpackMilliseconds) kaslr=\(l.kaslr ? "on" : "off")" : "")
                            + (machine.passthroughTimes.map { " passthrough_setup_ms=\($0.setup / 1_000_000) dma_map_ms=\($0.dmaMap / 1_000_000)" } ?? ""))
             }
             end = try machine.run(sandbox: !args.noSeccomp)

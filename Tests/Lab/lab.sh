@@ -8,7 +8,8 @@
 #   lab.sh build                                              build (or reuse) the initramfs images
 #   lab.sh list                                               scenarios and their topologies
 #
-# Exit status of `run`: the scenario's, or 124 on timeout, 125 when the VM ended without
+# Exit status of `run`: the scenario's, or 124 on timeout, 126 when L1 hung (no console output
+# for LAB_SILENCE seconds, default 120, heartbeat included), 125 when the VM ended without
 # reporting a result, 2 when the lab cannot run at all (missing QEMU, kernel, …).
 set -euo pipefail
 
@@ -134,11 +135,22 @@ cmd_run() {
     timeout -k 5 "$timeout_s" "$LAB_QEMU" "${QEMU_ARGS[@]}" -serial stdio </dev/null >>"$log" 2>&1 &
     QEMU_WRAPPER_PID=$!
     t_qemu=$(now)
-    # Host wall time from QEMU's start to the scenario's start (the LAB-BOOT line).
+    # Host wall time from QEMU's start to the scenario's start (the LAB-BOOT line); then the
+    # silence watch: no console byte for $LAB_SILENCE seconds (L1 prints LAB-HEARTBEAT every 20 s
+    # while a scenario runs) means the emulated machine hung: QEMU is stopped and the run ends
+    # with status 126, which run-all.sh retries once.
     (
+        booted='' size=-1 quiet_since=$SECONDS
         while kill -0 "$QEMU_WRAPPER_PID" 2>/dev/null; do
-            if grep -aq 'LAB-BOOT uptime=' "$log"; then now >"$RUN_DIR/boot-wall"; exit 0; fi
-            sleep 0.1
+            if [[ -z $booted ]] && grep -aq 'LAB-BOOT uptime=' "$log"; then now >"$RUN_DIR/boot-wall"; booted=1; fi
+            s=$(stat -c %s "$log" 2>/dev/null || echo 0)
+            if [[ $s != "$size" ]]; then size=$s quiet_since=$SECONDS
+            elif ((SECONDS - quiet_since >= ${LAB_SILENCE:-120})); then
+                echo "$((SECONDS - quiet_since))" >"$RUN_DIR/silent"
+                kill "$(cat "$RUN_DIR/qemu.pid" 2>/dev/null)" 2>/dev/null
+                exit 0
+            fi
+            if [[ -z $booted ]]; then sleep 0.1; else sleep 2; fi
         done
     ) &
     WATCH_PID=$!
@@ -159,6 +171,9 @@ cmd_run() {
     boot=$(tr -d '\r' <"$log" | grep -aoE 'LAB-BOOT uptime=[0-9.]+' | tail -n1 | sed 's/.*=//' || true)
     if [[ -n $result ]]; then
         rc=$result
+    elif [[ -s $RUN_DIR/silent ]]; then
+        lab_note "$topo/$scen: L1 printed nothing for $(cat "$RUN_DIR/silent") s, not even its heartbeat: the emulated machine hung (stopped; status 126)"
+        rc=126
     elif ((rc == 124 || rc == 137)); then
         lab_note "$topo/$scen: timed out after ${timeout_s}s"
         rc=124

@@ -81,13 +81,19 @@ for p in "${plan[@]}"; do
     t0=$(date +%s.%N)
     outf=$LAB_BUILD/logs/$topo--$scen.out
     mkdir -p "$LAB_BUILD/logs"
-    if [[ -n ${LAB_VERBOSE:-} ]]; then
-        "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" 2>&1 | tee "$outf"
-        rc=${PIPESTATUS[0]}
-    else
-        "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" >"$outf" 2>&1
-        rc=$?
-    fi
+    for attempt in 1 2; do
+        if [[ -n ${LAB_VERBOSE:-} ]]; then
+            "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" 2>&1 | tee "$outf"
+            rc=${PIPESTATUS[0]}
+        else
+            "$LAB_DIR/lab.sh" run "$topo" "$scen" --timeout "$tmo" >"$outf" 2>&1
+            rc=$?
+        fi
+        # 126: L1 itself hung (TCG with nested SVM does, rarely), not the scenario: once more.
+        ((rc == 126 && attempt == 1)) || break
+        cp "$log" "${log%.log}.hung.log" 2>/dev/null
+        echo "RERUN $name: L1 hung after $(since "$t0")s (no console output, heartbeat included; log kept as ${log%.log}.hung.log: $(tr -d '\r' <"$log" | grep -av '^LAB-HEARTBEAT' | tail -n 1 | cut -c1-100))"
+    done
     runout=$(cat "$outf")
     dt=$(since "$t0")
     runline=$(printf '%s\n' "$runout" | grep '^LAB-RUN ' | tail -n1)

@@ -28,6 +28,11 @@ struct VMMCommandLineTests {
         #expect(try parse("--cmdline=a=b c").cmdline == "a=b c")
         #expect(try parse("--cmdline", "-x not an option").cmdline == "-x not an option")
         #expect(try parse() == VMMArguments())
+        let u = try parse("--kernel", "/k", "--kernel-unpack", "guest", "--kernel-cache=/var/tmp/kc")
+        #expect(u.kernelUnpack == .guest && u.kernelCache == "/var/tmp/kc")
+        #expect(try u.effectiveConfig().kernelUnpack == .guest)
+        #expect(try parse("--kernel", "/k").effectiveConfig().kernelUnpack == .host)
+        #expect(try parse("--kernel-cache", "off").kernelCache == "off")
     }
 
     @Test("argv: --help and -h win anywhere, even over errors")
@@ -55,6 +60,8 @@ struct VMMCommandLineTests {
         #expect(usageError("--memory", "99999999999G") != nil)
         #expect(usageError("--console", "tty")?.hasPrefix("--console: console 'tty'") == true)
         #expect(usageError("--console", "file:")?.hasPrefix("--console:") == true)
+        #expect(usageError("--kernel-unpack", "qemu") == "--kernel-unpack: 'qemu' is not one of host, guest")
+        #expect(usageError("--kernel-cache", "rel/dir") == "--kernel-cache: 'rel/dir' is not an absolute directory path or off")
     }
 
     @Test("argv over the file: options override, --kernel may replace the file's kernel key")
@@ -118,10 +125,19 @@ struct VMMCommandLineTests {
           "console" : "stdout",
           "hugePages" : false,
           "kernel" : "/k",
+          "kernelUnpack" : "host",
           "memory" : "512M",
           "vcpus" : 1
         }
         """)
+        // Kernel unpacking: who, and where the cache is; both read back.
+        var unpack = try VMConfig(json: Array(#"{"kernel":"/k","kernelUnpack":"guest","kernelCache":"/var/tmp/kc"}"#.utf8), file: "f")
+        #expect(unpack.kernelUnpack == .guest && unpack.kernelCache == "/var/tmp/kc")
+        #expect(try VMConfig(json: Array(unpack.jsonText.utf8), file: "f") == unpack)
+        unpack.kernelCache = "off"
+        #expect(try JSONDecoder().decode(VMConfig.self, from: Data(unpack.jsonText.utf8)) == unpack)
+        #expect(configError(#"{"kernel":"/k","kernelUnpack":"qemu"}"#)?.contains(#"key "kernelUnpack" must be "host" or "guest", not "qemu""#) == true)
+        #expect(throws: VMMError.self) { try VMConfig(json: Array(#"{"kernel":"/k","kernelCache":"relative/dir"}"#.utf8), file: "f").validate() }
         // The same text Foundation's encoder would have produced (and the Codable path agrees).
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -131,7 +147,7 @@ struct VMMCommandLineTests {
 
     @Test("config file: unknown keys, wrong types, repeats and bad values are refused, naming file and key")
     func configRejects() {
-        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio)"#)
+        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache)"#)
         #expect(configError(#"{"kernel":"/k","HugePages":true}"#)?.contains(#"unknown key "HugePages""#) == true)
         #expect(configError(#"{"kernel":"/k","vcpus":"2"}"#) == #"configuration file vm.json: key "vcpus" must be a whole number, not a string"#)
         #expect(configError(#"{"kernel":"/k","vcpus":2.0}"#)?.contains(#"key "vcpus" must be a whole number, not a number (2.0)"#) == true)

@@ -55,7 +55,9 @@ struct VMMELFImageTests {
         let image = try parse(syntheticVmlinux(code: [0xF4], address: 0x100_0000, bss: 0x2000, extraSegments: [(0x200_0000, 0x5000)]))
         #expect(image.entryPoint == 0x100_0000)
         #expect(image.segments.count == 2)
-        #expect(image.segments[0] == .init(fileOffset: 0x1000, physicalAddress: 0x100_0000, fileSize: 1, memorySize: 0x2001))
+        #expect(image.segments[0] == .init(fileOffset: 0x1000, physicalAddress: 0x100_0000, fileSize: 1, memorySize: 0x2001,
+                                           virtualAddress: 0xFFFF_FFFF_8100_0000))
+        #expect(image.kernelMapBase == 0xFFFF_FFFF_8000_0000)
         #expect(image.end == 0x200_5000)
         #expect(LinuxELFImage.isELF(syntheticVmlinux(code: [0xF4])))
         #expect(!LinuxELFImage.isELF(syntheticBzImage()))

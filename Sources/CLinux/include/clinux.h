@@ -24,6 +24,7 @@ int passage_nvme_admin(int fd, struct nvme_admin_cmd *cmd);
 
 #include <linux/kvm.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <stddef.h>
 
 /* ioctl request numbers. System fd (/dev/kvm): */
@@ -67,6 +68,8 @@ extern const unsigned long passage_KVM_SET_MP_STATE;
 
 /* ioctl(2) returning -errno on failure (else its result): one implementation for KVM and VFIO. */
 long passage_ioctl(int fd, unsigned long request, void *arg);
+/// getrandom(2) without flags (blocks only until the kernel's pool is first seeded): the KASLR slide.
+static inline long passage_getrandom(void *buffer, unsigned long count) { return getrandom(buffer, count, 0); }
 long passage_ioctl_int(int fd, unsigned long request, unsigned long arg);
 static inline long passage_kvm_ioctl(int fd, unsigned long request, void *arg) { return passage_ioctl(fd, request, arg); }
 static inline long passage_kvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return passage_ioctl_int(fd, request, arg); }
