@@ -8,7 +8,7 @@
 # (turn each into a regression test). Exit 1 when any target crashed.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
-#     targets: pci-address toml vm-config-json pci-passthrough boot-image vmlinux-image api-request
+#     targets: pci-address toml vm-config-json pci-passthrough boot-image vmlinux-image kernel-relocations api-request
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/env.sh
@@ -20,6 +20,7 @@ declare -A sources=(
     [boot-image]="Fuzz/FuzzBootImage.swift Sources/VMM/LinuxBootImage.swift Sources/VMM/VMMError.swift"
     [pci-passthrough]="Fuzz/FuzzPCIPassthrough.swift Sources/VMM/PCI/PassthroughConfigSpace.swift Sources/VMM/PCI/MSIXTable.swift"
     [vmlinux-image]="Fuzz/FuzzVmlinuxImage.swift Sources/VMM/LinuxELFImage.swift Sources/VMM/VMMError.swift Sources/VMM/BootLayout.swift"
+    [kernel-relocations]="Fuzz/FuzzKernelRelocations.swift Sources/VMM/KernelRelocations.swift Sources/VMM/VMMError.swift"
     # The daemon's request handling without NIO: target and header handling, routing, strict body decoding.
     [api-request]="Fuzz/FuzzAPIRequest.swift Sources/PassageDaemon/HTTP/HTTPRequest.swift Sources/PassageDaemon/HTTP/HTTPRequestTarget.swift
         Sources/PassageDaemon/APICall.swift Sources/PassageDaemon/DeviceQuery.swift Sources/PassageDaemon/APIError.swift
@@ -27,7 +28,7 @@ declare -A sources=(
         Sources/PassageAPI/StreamingJSONEncoder.swift
         Sources/HostPCI/PCIAddress.swift Sources/HostPCI/HostPCIError.swift Sources/HostPCI/SysfsRoot.swift"
 )
-targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json pci-passthrough boot-image vmlinux-image api-request)
+targets=("$@"); ((${#targets[@]})) || targets=(pci-address toml vm-config-json pci-passthrough boot-image vmlinux-image kernel-relocations api-request)
 out=.build/fuzz
 mkdir -p "$out" Fuzz/crashes
 status=0

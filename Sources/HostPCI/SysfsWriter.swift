@@ -52,6 +52,12 @@ public struct KernelSysfsWriter: SysfsWriter {
     }
 
     static let injectedDelay: UInt32? = getenv("PASSAGE_INJECT_WRITE_DELAY_MS").flatMap { UInt32(String(cString: $0)) }.flatMap { $0 > 0 ? min($0, 10_000) : nil }
+    private static let delaySuspended = Atomic<Bool>(false)
+
+    /// Turns PASSAGE_INJECT_WRITE_DELAY_MS off (and on again) for the process: passaged's start-up
+    /// reconciliation runs without it, so that a crash test's restart is timed with the kernel's
+    /// real speed, not the delay that made the kill land inside an operation.
+    public static func suspendInjectedDelay(_ suspended: Bool) { delaySuspended.store(suspended, ordering: .relaxed) }
 
     public func write(_ value: String, to path: String) throws(HostPCIError) {
         guard path.hasPrefix(root.path + "/") else {
@@ -60,7 +66,7 @@ public struct KernelSysfsWriter: SysfsWriter {
         if Self.hostWritesForbidden && (root.isSystem || path.hasPrefix("/sys/")) {
             throw HostPCIError(code: .io, message: "refusing to write \(path): writes to the host's /sys are forbidden here (PASSAGE_FORBID_HOST_SYSFS_WRITES=1)")
         }
-        if let ms = Self.injectedDelay { usleep(ms * 1000) }
+        if let ms = Self.injectedDelay, !Self.delaySuspended.load(ordering: .relaxed) { usleep(ms * 1000) }
         if let injected = Self.injectedFailure() {
             throw HostPCIError(code: .io, message: "writing \(value.debugDescription) to \(path) failed: \(String(cString: strerror(injected))) (injected by PASSAGE_INJECT_WRITE_FAILURE)", errno: injected)
         }

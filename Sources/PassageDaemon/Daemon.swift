@@ -48,7 +48,13 @@ public struct ReconcileService: Service {
     }
 
     public func run() async throws {
-        let report = try await daemon.claims.reconcile()
+        KernelSysfsWriter.suspendInjectedDelay(true)
+        let report: ClaimService.ReconcileReport
+        do { report = try await daemon.claims.reconcile() } catch {
+            KernelSysfsWriter.suspendInjectedDelay(false)
+            throw error
+        }
+        KernelSysfsWriter.suspendInjectedDelay(false)
         logger.info("reconciled", metadata: [
             "seconds": "\(String(format: "%.3f", report.seconds))", "rolledBack": "\(report.rolledBack)",
             "finished": "\(report.finished)", "lost": "\(report.lost)",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lab-topology: minimal
-# lab-timeout: 300
+# lab-timeout: 480
 #
 # VMs through the daemon (issue: passthrough, part: the daemon launches passage-vmm): on L1's
 # nested KVM, `passage vm start` has passaged run passage-vmm as its child with the Debian kernel
@@ -59,12 +59,13 @@ lab_check "… and its end is noticed" lab_wait_for 120 sh -c "'$bin/passage' vm
 # of it left — never a VMM passaged does not know. (passaged records the VM before it spawns.)
 vmm_gone() { [[ ! -e /proc/$1 ]] || grep -q '^State:.*Z' /proc/$1/status; }   # (an orphan's zombie counts as gone)
 vmm_pids() { pgrep -f "file:$state/vms/$1/console.log" | tr '\n' ' ' | sed 's/ $//'; }
-untracked=0 adopted=0 ended=0
-for i in 1 2 3 4 5 6; do
+untracked=0 adopted=0 ended=0 kills=${LAB_ARG_KILLS:-14} readies=()
+for i in $(seq 1 "$kills"); do
     name=k$i delay=$(awk -v i=$i 'BEGIN { printf "%.2f", (i * 0.27) % 1.5 }')
     ( "$bin/passage" vm start $name --kernel "$LAB_KERNEL" --initrd $initrd --memory 128M --cmdline "$cmdline vmm.end=hold" >/dev/null 2>&1 & sleep "$delay"; kill -9 $pid )
     wait $pid 2>/dev/null
     start_daemon || lab_fatal "passaged did not restart after the kill in vm start $name"
+    readies+=("$LAB_PASSAGED_SECONDS")
     pids=$(vmm_pids $name) st=$(vm_state $name)
     recorded=$("$bin/passage" vm list --json | jq -r --arg n $name '.[] | select(.name == $n) | .pid // ""')
     if [[ -n $pids ]]; then
@@ -77,7 +78,7 @@ for i in 1 2 3 4 5 6; do
         lab_check "kill in vm start $name (after ${delay}s, ready in ${LAB_PASSAGED_SECONDS}s): no passage-vmm, and the VM is not called running (${st:-no record})" test "$st" != "running -"
     fi
 done
-lab_timing "vm_start_kills=6 adopted=$adopted ended=$ended untracked=$untracked"
+lab_timing "vm_start_kills=$kills adopted=$adopted ended=$ended untracked=$untracked $(lab_ready_summary "${readies[@]}")"
 
 kill -TERM $pid; wait $pid
 lab_eq "SIGTERM stops passaged cleanly" 0 "$?"
