@@ -30,22 +30,37 @@ public enum VMMSeccomp {
         SYS_poll, SYS_ppoll, SYS_getrandom,
     ].map { Int($0) }
 
-    /// The system calls a thread of `kind` may make.
+    /// The system calls a thread of `kind` may make, ioctl aside (see `ioctlSet`).
     public static func allowed(_ kind: ThreadKind) -> [Int32] {
         var list = common
         switch kind {
-        case .vcpu: list += [Int(SYS_ioctl), Int(SYS_eventfd2)]
-        case .main: list += [Int(SYS_ioctl), Int(SYS_rt_sigtimedwait), Int(SYS_openat), Int(SYS_mincore), Int(SYS_fstat), Int(SYS_newfstatat), Int(SYS_lseek)]
-        case .console: list += [Int(SYS_ioctl)]
+        case .vcpu: list += [Int(SYS_eventfd2)]
+        case .main: list += [Int(SYS_rt_sigtimedwait), Int(SYS_openat), Int(SYS_mincore), Int(SYS_fstat), Int(SYS_newfstatat), Int(SYS_lseek)]
+        case .console: break
         }
         return list.map { Int32($0) }
+    }
+
+    /// The ioctl requests a thread of `kind` may make: a vCPU's five (KVM_RUN and what the guest's
+    /// interrupt and BAR programming needs), the terminal's for the others (raw mode and its
+    /// restore; TIOCSTI, which types into the terminal, is not among them). Anything else —
+    /// VFIO DMA mapping, group and container calls, KVM's set-up calls — is refused like a
+    /// forbidden system call.
+    public static func ioctlSet(_ kind: ThreadKind) -> Int32 {
+        kind == .vcpu ? Int32(PASSAGE_SECCOMP_IOCTLS_VCPU) : Int32(PASSAGE_SECCOMP_IOCTLS_TERMINAL)
+    }
+
+    /// The requests of `ioctlSet(kind)`.
+    public static func allowedIoctls(_ kind: ThreadKind) -> [UInt32] {
+        let set = ioctlSet(kind)
+        return (0..<passage_seccomp_ioctl_count(set)).map { passage_seccomp_ioctl(set, $0) }
     }
 
     /// Installs the filter of `kind` on the calling thread. `enforce: false` makes forbidden calls
     /// fail with EPERM instead of killing the process (tests).
     public static func install(_ kind: ThreadKind, enforce: Bool = true) throws(VMMError) {
         let list = allowed(kind)
-        let r = list.withUnsafeBufferPointer { passage_seccomp_install($0.baseAddress, Int32($0.count), enforce ? 1 : 0) }
+        let r = list.withUnsafeBufferPointer { passage_seccomp_install($0.baseAddress, Int32($0.count), ioctlSet(kind), enforce ? 1 : 0) }
         guard r == 0 else {
             throw VMMError(.io, "cannot install the seccomp filter of the \(kind.rawValue) thread: \(String(cString: strerror(-r))) (run with --no-seccomp to do without)")
         }

@@ -17,6 +17,12 @@ struct VMMSeccompTests {
         var execErrno: Int32 = 0
         var writeWorked = false
         var ioctlWorked = false
+        /// errno of KVM_RUN, TCGETS, TIOCSTI and VFIO_IOMMU_MAP_DMA on a pipe: ENOTTY (or EINVAL)
+        /// when the filter let the request through to the kernel, EPERM when it refused it.
+        var kvmRunErrno: Int32 = 0
+        var tcgetsErrno: Int32 = 0
+        var tiocstiErrno: Int32 = 0
+        var mapDMAErrno: Int32 = 0
         var eventfdWorked = false
         var pipeErrno: Int32 = 0
     }
@@ -60,6 +66,11 @@ struct VMMSeccompTests {
             b.out.writeWorked = write(fds[1], &byte, 1) == 1
             var pending: Int32 = 0
             b.out.ioctlWorked = ioctl(fds[0], UInt(FIONREAD), &pending) == 0 && pending == 1
+            func ioctlErrno(_ request: UInt) -> Int32 { errno = 0; var arg = [UInt8](repeating: 0, count: 64); return ioctl(fds[0], request, &arg) < 0 ? errno : 0 }
+            b.out.kvmRunErrno = ioctlErrno(UInt(passage_seccomp_ioctl(Int32(PASSAGE_SECCOMP_IOCTLS_VCPU), 0)))   // KVM_RUN
+            b.out.tcgetsErrno = ioctlErrno(UInt(TCGETS))
+            b.out.tiocstiErrno = ioctlErrno(UInt(TIOCSTI))
+            b.out.mapDMAErrno = ioctlErrno(UInt(passage_VFIO_IOMMU_MAP_DMA))
             var spare: [Int32] = [0, 0]
             b.out.pipeErrno = pipe(&spare) == 0 ? 0 : errno
             let e = eventfd(0, Int32(EFD_CLOEXEC))
@@ -71,12 +82,16 @@ struct VMMSeccompTests {
         return box.out
     }
 
-    @Test("a vCPU thread: no socket, no open, no exec (EPERM here; SIGSYS in passage-vmm); reads, writes, ioctls and eventfds work")
+    @Test("a vCPU thread: no socket, no open, no exec (EPERM here; SIGSYS in passage-vmm); reads, writes, its five ioctls and eventfds work; other ioctls are refused")
     func vcpu() throws {
         let o = onSandboxedThread(.vcpu)
         #expect(o.installed)
         #expect(o.socketErrno == EPERM && o.openErrno == EPERM && o.execErrno == EPERM && o.pipeErrno == EPERM, "\(o)")
-        #expect(o.writeWorked && o.ioctlWorked && o.eventfdWorked, "\(o)")
+        #expect(o.writeWorked && o.eventfdWorked, "\(o)")
+        // KVM_RUN reaches the kernel (which says a pipe is no vCPU); FIONREAD, the terminal's
+        // requests, TIOCSTI and VFIO's DMA mapping never do.
+        #expect(o.kvmRunErrno == ENOTTY || o.kvmRunErrno == EINVAL, "\(o)")
+        #expect(!o.ioctlWorked && o.tcgetsErrno == EPERM && o.tiocstiErrno == EPERM && o.mapDMAErrno == EPERM, "\(o)")
         // The test process itself (other threads) is untouched: this thread's filter was its own.
         let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #expect(s >= 0)
@@ -89,6 +104,22 @@ struct VMMSeccompTests {
         #expect(o.installed && o.openErrno == 0)
         #expect(o.seccompMode == "2" && o.noNewPrivs == "1", "\(o)")                    // filter mode, no_new_privs
         #expect(o.socketErrno == EPERM && o.execErrno == EPERM && !o.eventfdWorked, "\(o)")
+        // The terminal's requests reach the kernel (a pipe is no terminal); KVM's, VFIO's and TIOCSTI do not.
+        #expect(o.tcgetsErrno == ENOTTY && o.tiocstiErrno == EPERM && o.kvmRunErrno == EPERM && o.mapDMAErrno == EPERM && !o.ioctlWorked, "\(o)")
+    }
+
+    @Test("the ioctl sets: a vCPU's five requests, the terminal's without TIOCSTI; ioctl itself is on no syscall list")
+    func ioctlSets() {
+        #expect(VMMSeccomp.allowedIoctls(.vcpu).count == 5)
+        #expect(VMMSeccomp.allowedIoctls(.vcpu).contains(UInt32(truncatingIfNeeded: passage_KVM_IRQFD)))
+        #expect(!VMMSeccomp.allowedIoctls(.vcpu).contains(UInt32(truncatingIfNeeded: passage_VFIO_IOMMU_MAP_DMA)))
+        #expect(!VMMSeccomp.allowedIoctls(.vcpu).contains(UInt32(truncatingIfNeeded: passage_KVM_CREATE_VCPU)))
+        #expect(Set(VMMSeccomp.allowedIoctls(.main)) == Set([TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ].map { UInt32($0) }))
+        #expect(VMMSeccomp.allowedIoctls(.console) == VMMSeccomp.allowedIoctls(.main))
+        for kind in VMMSeccomp.ThreadKind.allCases { #expect(!VMMSeccomp.allowed(kind).contains(Int32(SYS_ioctl))) }
+        // ioctl given as a plain system call is refused: it goes by its set.
+        var list: [Int32] = [Int32(SYS_ioctl)]
+        #expect(passage_seccomp_install(&list, 1, Int32(PASSAGE_SECCOMP_IOCTLS_NONE), 0) == -EINVAL)
     }
 
     @Test("no thread kind allows the calls a sandbox exists to stop")
