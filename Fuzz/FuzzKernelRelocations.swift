@@ -13,7 +13,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     do {
         table = try payload.withUnsafeBytes { try KernelRelocations(payload: $0, elfEnd: elfEnd, name: "fuzz.bzImage") }
     } catch {
-        precondition(error.code == .badKernel && error.message.hasPrefix("fuzz.bzImage "), "\(error)")
+        let e = error as? VMMError
+        precondition(e?.code == .badKernel && e?.message.hasPrefix("fuzz.bzImage ") == true, "\(error)")
         return 0
     }
     guard let table else {
@@ -30,7 +31,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             try table.apply(slide: slide, to: $0, mapBase: 0xFFFF_FFFF_8000_0000, loadAddress: 0x100_0000, name: "fuzz.bzImage")
         }
     } catch {
-        precondition(error.code == .badKernel && image == original, "\(error)")
+        precondition((error as? VMMError)?.code == .badKernel && image == original, "\(error)")
         return 0
     }
     var fields = [Bool](repeating: false, count: image.count)

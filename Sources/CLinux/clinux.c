@@ -1,6 +1,9 @@
 #include "clinux.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
 
 /* NVMe ------------------------------------------------------------------------------------- */
@@ -147,4 +150,16 @@ void passage_kvm_irq_routing_set_msi(struct kvm_irq_routing_entry *e, __u32 gsi,
     e->u.msi.address_lo = address_lo;
     e->u.msi.address_hi = address_hi;
     e->u.msi.data = data;
+}
+
+/* The executable's code, from its first byte to the end of .text (both from the linker). */
+extern char __executable_start[];
+extern char etext[];
+
+int passage_drop_code_pages(void) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)__executable_start + page - 1) & ~(page - 1);
+    uintptr_t end = (uintptr_t)etext & ~(page - 1);
+    if (end <= start) return 0;
+    return madvise((void *)start, end - start, MADV_DONTNEED) == 0 ? 0 : -errno;
 }

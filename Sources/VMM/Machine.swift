@@ -1,3 +1,4 @@
+import CLinux
 import KVM
 #if canImport(Glibc)
 import Glibc
@@ -57,6 +58,9 @@ public final class Machine: @unchecked Sendable {
                                       cpus: config.vcpus, pciRoot: !config.vfio.isEmpty, unpack: config.kernelUnpack,
                                       cache: KernelCache.resolve(config.kernelCache), into: memory)
         for n in loaded.notes { Self.note(n) }
+        // The loader's temporaries (an unpacked kernel's relocation table: ~600 KiB of arrays)
+        // are freed; without this glibc keeps them as resident heap for the VM's whole life.
+        passage_malloc_trim()
         try X86CPUSetup.writeBootTables(memory)
 
         switch config.console {
@@ -134,6 +138,9 @@ public final class Machine: @unchecked Sendable {
         if sandbox && control.exit == nil {
             do { try VMMSeccomp.install(.main) } catch { control.stop(.failed(error.message)) }
         }
+        // Set-up is over: the code only it ran (argument parsing, kernel unpacking, VFIO set-up)
+        // need not stay mapped; what the VM runs from now on faults back in from the page cache.
+        _ = passage_drop_code_pages()
         while control.exit == nil {
             var sig: Int32 = 0
             guard sigwait(&waitSet, &sig) == 0 else { continue }

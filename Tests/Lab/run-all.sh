@@ -119,6 +119,7 @@ done
 
 total=$(since "$t_all")
 echo "lab: total ${total}s${failed_names[*]:+; failed: ${failed_names[*]}}"
-awk -v t="$total" 'BEGIN { exit !(t > 600) }' && echo "WARN the lab took ${total}s (budget 600 s)"
+# (1,200 s: 100 SIGKILLs of passaged and ~25 nested boots with their QEMU references take ~1,050 s on 2 cores.)
+awk -v t="$total" 'BEGIN { exit !(t > 1200) }' && echo "WARN the lab took ${total}s (budget 1200 s)"
 echo "lab: $passed passed, $failed failed"
 ((failed == 0))

@@ -25,6 +25,7 @@ int passage_nvme_admin(int fd, struct nvme_admin_cmd *cmd);
 #include <linux/kvm.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <malloc.h>
 #include <stddef.h>
 
 /* ioctl request numbers. System fd (/dev/kvm): */
@@ -68,6 +69,13 @@ extern const unsigned long passage_KVM_SET_MP_STATE;
 
 /* ioctl(2) returning -errno on failure (else its result): one implementation for KVM and VFIO. */
 long passage_ioctl(int fd, unsigned long request, void *arg);
+/// Gives the heap's free memory back to the kernel (glibc keeps what large temporary arrays
+/// freed, e.g. a kernel's relocation table, as resident heap otherwise).
+static inline void passage_malloc_trim(void) { (void)malloc_trim(0); }
+/// Drops this process's mappings of its own code pages (clean, file-backed: what runs again
+/// faults back in from the page cache). passage-vmm calls it once set-up is over, so that the
+/// set-up code (argument parsing, kernel unpacking, VFIO set-up) stops counting as resident.
+int passage_drop_code_pages(void);
 /// getrandom(2) without flags (blocks only until the kernel's pool is first seeded): the KASLR slide.
 static inline long passage_getrandom(void *buffer, unsigned long count) { return getrandom(buffer, count, 0); }
 long passage_ioctl_int(int fd, unsigned long request, unsigned long arg);
