@@ -53,13 +53,15 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
         case .metrics:
             return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4")], body: .bytes(Array(prometheus().utf8)))
         case .health:
-            let ready = claims.ready
+            // 200 once passaged serves (start-up reconciliation has read its work); `reconciled`
+            // and the status say whether that work is done.
+            let ready = claims.ready, serving = claims.serving
             let active = (try? claims.store.claims(states: [.active]).count) ?? 0
             let devices = ready ? ((try? inventory.current().devices.count) ?? 0) : 0
             let info = HealthInfo(status: ready ? "ok" : "reconciling", reconciled: ready, version: Self.version,
                                   devices: devices, activeClaims: active, uptimeSeconds: Date().timeIntervalSince(started),
                                   sysfsRoot: claims.root.path)
-            return try Self.json(ready ? 200 : 503, info)
+            return try Self.json(serving ? 200 : 503, info)
         case .devices(let filter):
             if filter.isEmpty && filter.page == nil {
                 let (buffer, generation) = try inventory.listJSON()
@@ -176,7 +178,7 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
             let p = policy.policy
             return try Self.json(200, policyInfo(p, steps: try claims.planPolicy(p)))
         case .applyPolicy(let body):
-            guard claims.ready else { throw APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment") }
+            try await claims.awaitReconciled()
             if body.dryRun == true {
                 // The file as it is now, planned against the host; nothing installed, nothing changed.
                 let p: Policy

@@ -25,6 +25,7 @@ public final class ClaimService: @unchecked Sendable {
     let flight = InFlight()
     private let readyLock = NSLock()
     private var _ready = false
+    private var _serving = false
     /// How long a bind may take before it counts as failed (the binder's `bindTimeout`); set before use.
     public var bindTimeout: Double = 5
 
@@ -38,8 +39,29 @@ public final class ClaimService: @unchecked Sendable {
         self.usage = usage ?? HostUsage(root: root)
     }
 
-    /// False until start-up reconciliation has finished: claims are refused until then.
+    /// False until start-up reconciliation has finished: releases and policy changes wait for it
+    /// (`awaitReconciled`), and hot-plug does not mark claims lost before.
     public var ready: Bool { readyLock.withLock { _ready } }
+
+    /// True once start-up reconciliation has read what it must finish or undo (before it does it):
+    /// from then on passaged answers (health 200, `reconciled: false` until `ready`), reads show
+    /// unfinished claims as binding or releasing, and a new claim is taken and waits on the change
+    /// queue behind the undo. A restart that must undo kernel work (a VF creation, a bind) is thus
+    /// serving as soon as its state is read, not once the kernel is done.
+    public var serving: Bool { readyLock.withLock { _serving } }
+
+    /// Returns once start-up reconciliation is done: a request that arrives while it still undoes
+    /// what a stop cut short waits for it (a client that saw health 200 is never told to come
+    /// back). 503 `reconciling` before passaged serves, or after `limit`.
+    public func awaitReconciled(limit: Duration = .seconds(60)) async throws {
+        let refusal = APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment")
+        guard serving else { throw refusal }
+        let deadline = ContinuousClock.now + limit
+        while !ready {
+            guard ContinuousClock.now < deadline else { throw refusal }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
 
     /// The binder every change goes through.
     var binder: DriverBinder {
@@ -71,7 +93,7 @@ public final class ClaimService: @unchecked Sendable {
     /// checks, the groups reserved in `flight`), record the intent (durable before sysfs is touched),
     /// bind (on the change queue), mark it done (durable before the answer).
     public func create(_ r: ClaimRequest) async throws -> (claim: Store.ClaimRecord, replayed: Bool) {
-        guard ready else {
+        guard serving else {
             throw APIError(503, "reconciling", "passaged is still reconciling its state with the host after start-up; retry in a moment (GET /v1/health says when it is ready)")
         }
         try Self.validate(r)
@@ -332,7 +354,7 @@ public final class ClaimService: @unchecked Sendable {
     /// Record the intent (durable before sysfs is touched), restore (on the change queue), mark it
     /// done (durable before the answer). A second release of the same claim meanwhile is refused.
     public func release(id: String) async throws -> Store.ClaimRecord {
-        guard ready else { throw APIError(503, "reconciling", "passaged is still reconciling its state after start-up; retry in a moment") }
+        try await awaitReconciled()
         guard flight.beginRelease(id) else { throw APIError(409, "claim-busy", "claim \(id) is releasing; retry in a moment") }
         defer { flight.endRelease(id) }
         guard var claim = try store.claim(id: id) else { throw APIError.notFound("no claim \(id); GET /v1/claims lists them") }
@@ -424,16 +446,21 @@ public final class ClaimService: @unchecked Sendable {
         public var seconds: Double = 0
     }
 
-    /// Finishes or undoes every unfinished intent, checks active claims against sysfs, then opens for claims.
+    /// Finishes or undoes every unfinished intent, checks active claims against sysfs, then opens
+    /// for everything. `serving` is called (once the unfinished intents are read, before any is
+    /// finished or undone) with how many there are: passaged answers from then on.
     @discardableResult
-    public func reconcile() async throws -> ReconcileReport {
-        try await serialized { try self.reconcileNow() }
+    public func reconcile(serving: @escaping @Sendable (Int) -> Void = { _ in }) async throws -> ReconcileReport {
+        try await serialized { try self.reconcileNow(serving: serving) }
     }
 
-    private func reconcileNow() throws -> ReconcileReport {
+    private func reconcileNow(serving: (Int) -> Void) throws -> ReconcileReport {
         let start = Date()
         var report = ReconcileReport()
-        for intent in try store.pendingIntents() {
+        let pending = try store.pendingIntents()
+        readyLock.withLock { _serving = true }
+        serving(pending.count)
+        for intent in pending {
             switch intent.kind {
             case "claim":
                 if let id = intent.claimID, let claim = try store.claim(id: id) {

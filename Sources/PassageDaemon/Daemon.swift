@@ -50,7 +50,12 @@ public struct ReconcileService: Service {
     public func run() async throws {
         KernelSysfsWriter.suspendInjectedDelay(true)
         let report: ClaimService.ReconcileReport
-        do { report = try await daemon.claims.reconcile() } catch {
+        let logger = logger
+        do {
+            report = try await daemon.claims.reconcile(serving: { n in
+                logger.info("serving", metadata: ["unfinished": "\(n)"])
+            })
+        } catch {
             KernelSysfsWriter.suspendInjectedDelay(false)
             throw error
         }

@@ -272,7 +272,16 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
 
         // "Restart": a new daemon over the same state.
         h.daemon = try DaemonHarness.makeDaemon(h.stateDir, h.fixture, h.kernel)
-        let report = try await h.daemon.claims.reconcile()
+        // It serves once the unfinished work is read, before that work is done: at that moment it
+        // is serving but not reconciled, and both intents are still pending.
+        final class Seen: @unchecked Sendable { var count = -1; var serving = false; var ready = true; var pending = -1 }
+        let seen = Seen(), claims = h.daemon.claims, store = h.daemon.store
+        let report = try await h.daemon.claims.reconcile(serving: { n in
+            seen.count = n; seen.serving = claims.serving; seen.ready = claims.ready
+            seen.pending = (try? store.pendingIntents().count) ?? -1
+        })
+        #expect(seen.count == 2 && seen.serving && !seen.ready && seen.pending == 2)
+        #expect(h.daemon.claims.serving && h.daemon.claims.ready)
         #expect(report.rolledBack == ["c-crashed"] && report.finished == ["c-releasing"])
         #expect(try h.daemon.store.claim(id: "c-crashed")?.state == .failed)
         #expect(try h.daemon.store.claim(id: "c-releasing")?.state == .released)

@@ -201,9 +201,15 @@ func startDaemon() -> Double? {
     defer { argv.forEach { free($0) } }
     let t0 = Date()
     guard posix_spawn(&child, CommandLine.arguments[0], &actions, nil, argv, environ) == 0 else { return nil }
+    // Ready (timed): health answers 200, i.e. the daemon serves. Then (not timed) until start-up
+    // reconciliation has finished its undo work ("reconciled": true), which the invariants are about.
+    var ready: Double?
     while Date().timeIntervalSince(t0) < 30 {
         let c = UnixHTTPClient(socketPath: socket, timeout: 2)
-        if let r = try? c.request("GET", "/v1/health"), r.status == 200 { c.close(); return Date().timeIntervalSince(t0) }
+        if let r = try? c.request("GET", "/v1/health"), r.status == 200 {
+            if ready == nil { ready = Date().timeIntervalSince(t0) }
+            if let h = try? JSONDecoder().decode(HealthInfo.self, from: Data(r.body)), h.reconciled { c.close(); return ready }
+        }
         c.close()
         usleep(2000)
     }

@@ -291,15 +291,18 @@ lab_check_passage_devices() {
 
 # ---- passaged ----------------------------------------------------------------------------
 # lab_passaged_start SOCKET STATE_DIR [ARGS...]: starts $PASSAGE_BIN/passaged in the background
-# (log appended to $LAB_OUT/passaged.log) and waits until it is ready; sets LAB_PASSAGED_PID and
-# LAB_PASSAGED_SECONDS (exec to ready) and LAB_PASSAGED_RECONCILED (its "reconciled" log line). Ready is the moment passaged has logged both "HTTP server
-# listening" and "] reconciled" (/v1/health answers 503 until start-up reconciliation is done),
-# watched without forking (each process start
-# costs L1, TCG, far more than the daemon's own work: polling with curl measured curl). /v1/health
-# is then checked to answer 200 (not timed). Not to be called in $(…): the variables must reach
-# the caller's shell.
+# (log appended to $LAB_OUT/passaged.log) and waits until it is ready; sets LAB_PASSAGED_PID,
+# LAB_PASSAGED_SECONDS (exec to ready), LAB_PASSAGED_RECONCILED_SECONDS (exec to the end of
+# start-up reconciliation) and LAB_PASSAGED_RECONCILED (its "reconciled" log line). Ready is the
+# moment passaged has logged both "HTTP server listening" and "] serving" (/v1/health answers
+# 200 from then on, "reconciled": false while start-up reconciliation still finishes or undoes
+# what a stop cut short); the function returns once "] reconciled" is logged too, so that the
+# caller's checks see the end state. Watched without forking (each process start costs L1, TCG,
+# far more than the daemon's own work: polling with curl measured curl). /v1/health is then
+# checked to answer 200 (not timed). Not to be called in $(…): the variables must reach the
+# caller's shell.
 lab_passaged_start() {
-    local sock=$1 state=$2 log=$LAB_OUT/passaged.log t0 fd line part='' listening='' reconciled='' nap=/tmp/lab-passaged.nap
+    local sock=$1 state=$2 log=$LAB_OUT/passaged.log t0 fd line part='' listening='' serving='' reconciled='' nap=/tmp/lab-passaged.nap
     shift 2
     mkdir -p "$LAB_OUT"; touch "$log"
     [[ -p $nap ]] || mkfifo "$nap"
@@ -312,20 +315,26 @@ lab_passaged_start() {
     t0=$EPOCHREALTIME
     "$PASSAGE_BIN/passaged" --socket "$sock" --state-dir "$state" "$@" >>"$log" 2>&1 &
     LAB_PASSAGED_PID=$!
+    # Ready (timed): listening and serving. Then, not timed, until reconciliation has finished the
+    # undo work it may still be doing (what the scenarios' invariant checks are about).
+    local t1=''
     while (( ${EPOCHREALTIME/./} - ${t0/./} < 20000000 )); do
         while IFS= read -r -u "$fd" line; do
             line=$part$line part=
             [[ $line == *"HTTP server listening"* ]] && listening=1
+            [[ $line == *"] serving"* ]] && serving=1
             [[ $line == *"] reconciled"* ]] && reconciled=1 LAB_PASSAGED_RECONCILED=$line
         done
         part+=$line                      # a line still being written
-        [[ -n $listening && -n $reconciled ]] && break
+        [[ -z $t1 && -n $listening && -n $serving ]] && t1=$EPOCHREALTIME
+        [[ -n $t1 && -n $reconciled ]] && break
         kill -0 "$LAB_PASSAGED_PID" 2>/dev/null || break
         read -r -t 0.01 -u "$LAB_NAP_FD" _
     done
-    LAB_PASSAGED_SECONDS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+    LAB_PASSAGED_SECONDS=$(awk -v a="$t0" -v b="${t1:-$EPOCHREALTIME}" 'BEGIN { printf "%.2f", b - a }')
+    LAB_PASSAGED_RECONCILED_SECONDS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     exec {LAB_NAP_FD}>&- {fd}<&-
-    [[ -n $listening && -n $reconciled ]] || return 1
+    [[ -n $t1 && -n $reconciled ]] || return 1
     lab_wait_for 20 sh -c "kill -0 $LAB_PASSAGED_PID && curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null" || return 1
 }
 

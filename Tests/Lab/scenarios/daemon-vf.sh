@@ -47,7 +47,7 @@ invariants() {
     esac
     curl -sf --unix-socket $sock http://localhost/v1/health >/dev/null || { echo "not healthy"; return 1; }
 }
-worst=0 undone=0 kills=${LAB_ARG_KILLS:-16} readies=()
+worst=0 undone=0 kills=${LAB_ARG_KILLS:-16} readies=() recs=()
 mkfifo /tmp/daemon-vf.nap; exec {napfd}<>/tmp/daemon-vf.nap   # naps without a process start
 vfs_appeared() { [[ $(<$LAB_PCI/$pf/sriov_numvfs) != 0 ]]; }
 for i in $(seq 1 "$kills"); do
@@ -67,7 +67,7 @@ for i in $(seq 1 "$kills"); do
     fi
     wait $pid 2>/dev/null
     start_daemon || lab_fatal "passaged did not restart after kill $i: $(tail -n 20 "$LAB_OUT/passaged.log")"
-    worst=$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }'); readies+=("$t")
+    worst=$(awk -v a="$worst" -v b="$t" 'BEGIN { print (b > a) ? b : a }'); readies+=("$t") recs+=("$LAB_PASSAGED_RECONCILED_SECONDS")
     why=$(invariants)
     lab_eq "kill $i (after ${delay}s): PF at $(numvfs) VFs [$(vf_drivers)], ready in ${t}s" "" "$why"
     report=$LAB_PASSAGED_RECONCILED
@@ -76,7 +76,7 @@ for i in $(seq 1 "$kills"); do
     [[ $(numvfs) == 0 ]] || "$bin/passage" vf remove $pf >/dev/null || lab_fatal "vf remove failed after kill $i"
 done
 lab_check "at least one kill cut a creation short and start-up undid it: $undone" test "$undone" -gt 0
-lab_timing "vf_crash_restarts=$kills undone=$undone $(lab_ready_summary "${readies[@]}")"
+lab_timing "vf_crash_restarts=$kills undone=$undone $(lab_ready_summary "${readies[@]}") reconciled_worst_seconds=$(printf '%s\n' "${recs[@]}" | sort -n | tail -n 1)"
 out=$("$bin/passage" "${create[@]}" 2>&1); rc=$?
 lab_eq "after the torture, vf create still works" 0 "$rc"
 lab_eq "… two VFs on vfio-pci" "vfio-pci vfio-pci" "$(vf_drivers)"

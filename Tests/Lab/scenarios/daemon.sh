@@ -119,7 +119,7 @@ invariants() {
 kill -TERM $pid; wait $pid
 export PASSAGE_INJECT_WRITE_DELAY_MS=80
 start_daemon || lab_fatal "passaged did not restart with the write delay"
-cut_short=0 kills=${LAB_ARG_KILLS:-70} readies=()
+cut_short=0 kills=${LAB_ARG_KILLS:-70} readies=() recs=()
 [[ -p /tmp/daemon.nap ]] || mkfifo /tmp/daemon.nap; exec {napfd}<>/tmp/daemon.nap   # naps without a process start
 for i in $(seq 1 "$kills"); do
     # Starting a host binary in L1 takes ~0.5-1 s: the delays sweep from before the request reaches
@@ -135,14 +135,14 @@ for i in $(seq 1 "$kills"); do
     wait $pid 2>/dev/null
     kill -0 $pid 2>/dev/null && lab_fatal "passaged $pid survived kill -9"
     start_daemon || lab_fatal "passaged did not restart after kill $i: $(tail -n 20 "$LAB_OUT/passaged.log")"
-    readies+=("$t")
+    readies+=("$t") recs+=("$LAB_PASSAGED_RECONCILED_SECONDS")
     why=$(invariants); lab_eq "kill $i (after ${delay}s): invariants hold after restart (ready in ${t}s)" "" "$why"
     report=$LAB_PASSAGED_RECONCILED
     echo "# kill $i: ${report#* : }"
     [[ $report == *"rolledBack=[\"c-"* || $report == *"finished=[\"c-"* ]] && cut_short=$((cut_short + 1))
 done
 lab_check "at least one kill cut a claim or release short (and reconciliation repaired it): $cut_short" test "$cut_short" -gt 0
-lab_timing "crash_restarts=$kills $(lab_ready_summary "${readies[@]}")"
+lab_timing "crash_restarts=$kills $(lab_ready_summary "${readies[@]}") reconciled_worst_seconds=$(printf '%s\n' "${recs[@]}" | sort -n | tail -n 1)"
 kill -TERM $pid; wait $pid
 unset PASSAGE_INJECT_WRITE_DELAY_MS
 start_daemon || lab_fatal "passaged did not restart without the write delay"
