@@ -24,15 +24,19 @@ public struct LinuxLoader {
         public let initrdAddress: UInt64
         public let initrdSize: Int
         public let kernelEnd: UInt64
+        /// The kernel proper as passage-vmm unpacked it, when it did (host unpacking).
+        var unpacked: Unpacked?
+        /// `vmlinux` for an ELF kernel: `kernelSource` cannot tell it from a bzImage otherwise.
+        var isELF = false
         /// How the kernel got into memory, for `--stats`: `vmlinux`, `bzimage` (the guest unpacks
         /// it), `unpacked` (liblzma, this start) or `cached` (a previous start's unpacking).
-        public var kernelSource = "bzimage"
+        public var kernelSource: String { unpacked?.source ?? (isELF ? "vmlinux" : "bzimage") }
         /// Milliseconds spent unpacking or reading the unpacked kernel (host unpacking only).
-        public var unpackMilliseconds = 0
+        public var unpackMilliseconds: Int { unpacked?.milliseconds ?? 0 }
         /// Whether the kernel's virtual base was randomized here (host unpacking with KASLR).
-        public var kaslr = false
+        public var kaslr: Bool { unpacked?.kaslr ?? false }
         /// The virtual slide applied (not printed: it is the secret KASLR keeps).
-        public var kaslrSlide: UInt64 = 0
+        public var kaslrSlide: UInt64 { unpacked?.slide ?? 0 }
         /// Why host unpacking was not used or could not be cached, for the operator.
         public var notes: [String] = []
     }
@@ -66,9 +70,9 @@ public struct LinuxLoader {
         let start = try file.prefix(0x400)
         let entryPoint: UInt64, kernelEnd: UInt64, commandLineMax: Int, initrdAddressMax: UInt64
         let setupHeader: (bytes: [UInt8], end: Int)?    // the bzImage's setup header, copied into the zero page
-        var source = "bzimage", unpackMilliseconds = 0, kaslr = false, kaslrSlide: UInt64 = 0, notes: [String] = []
-        if LinuxELFImage.isELF(start) {
-            source = "vmlinux"
+        var unpacked: Unpacked?, notes: [String] = []
+        let isELF = LinuxELFImage.isELF(start)
+        if isELF {
             let elf = try LinuxELFImage(header: start, fileSize: file.size, name: kernelPath) { (offset, count) throws(VMMError) in
                 try file.bytes(count, at: offset)
             }
@@ -90,15 +94,11 @@ public struct LinuxLoader {
         } else {
             let image = try LinuxBootImage(header: try file.prefix(LinuxBootImage.setupSize(ofFileStart: start)),
                                            fileSize: file.size, name: kernelPath)
-            let unpacked = unpack == .host
+            unpacked = unpack == .host
                 ? try unpackOnHost(image, file: file, cache: cache, commandLine: commandLine, random: kaslrRandom, into: memory, notes: &notes) : nil
             if let unpacked {
                 entryPoint = unpacked.entryPoint
                 kernelEnd = unpacked.end
-                source = unpacked.source
-                unpackMilliseconds = unpacked.milliseconds
-                kaslr = unpacked.kaslr
-                kaslrSlide = unpacked.slide
             } else {
                 // The kernel at 1 MiB; it needs init_size bytes from there.
                 let load = LinuxBootImage.loadAddress
@@ -153,7 +153,7 @@ public struct LinuxLoader {
             try memory.write(setupHeader.bytes[0x1F1..<setupHeader.end], at: bp + 0x1F1)
             // loadflags |= CAN_USE_HEAP, and KASLR_FLAG when the base was randomized here (the
             // decompressor's job otherwise: the kernel then randomizes its memory regions too).
-            try memory.store(setupHeader.bytes[0x211] | 0x80 | (kaslr ? 0x02 : 0), at: bp + 0x211)
+            try memory.store(setupHeader.bytes[0x211] | 0x80 | (unpacked?.kaslr == true ? 0x02 : 0), at: bp + 0x211)
             try memory.store(UInt16(0xFE00), at: bp + 0x224)                           // heap_end_ptr
         } else {
             // vmlinux: no header in the file; what the kernel proper reads, as Firecracker writes it.
@@ -184,10 +184,8 @@ public struct LinuxLoader {
         try memory.store(acpi.rsdp, at: bp + 0x070)                                    // acpi_rsdp_addr (protocol 2.14+)
         var loaded = Loaded(entryPoint: entryPoint, bootParams: bp, initrdAddress: initrdAddress,
                             initrdSize: initrdSize, kernelEnd: kernelEnd)
-        loaded.kernelSource = source
-        loaded.unpackMilliseconds = unpackMilliseconds
-        loaded.kaslr = kaslr
-        loaded.kaslrSlide = kaslrSlide
+        loaded.unpacked = unpacked
+        loaded.isELF = isELF
         loaded.notes = notes
         return loaded
     }
