@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Passage needs on a Debian 12 machine, idempotently: the C libraries it links
 # (libpci, libudev, libnl-route-3, liblzma), pciutils and pci.ids, and the lab's QEMU, Debian kernel image,
-# busybox, cpio, nvme-cli and jq. Installs nothing when everything is present.
+# busybox, cpio, nvme-cli and jq; and for the lab's iommufd kernel (Tests/Lab/lib/iommufd-kernel.sh)
+# Debian's linux-headers of that 6.12 kernel (which pull in its image) and linux-source-6.12 of the
+# same version. Installs nothing when everything is present.
 # The Swift 6 toolchain is expected on PATH (or at /opt/swift/usr/bin); it is not an apt package.
 set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../Tests/Lab/lib/iommufd-kernel.sh
+. "$root/Tests/Lab/lib/iommufd-kernel.sh"    # LAB_IOMMUFD_KVER
+series=$(cut -d. -f1,2 <<<"$LAB_IOMMUFD_KVER")
 
 packages=(
     # build: C libraries and pkg-config files
@@ -11,7 +17,9 @@ packages=(
     # names and the reference tool the tests compare against
     pci.ids pciutils
     # the lab: an emulated IOMMU + SR-IOV NVMe host under QEMU, running Debian's kernel
-    qemu-system-x86 linux-image-amd64 busybox-static cpio nvme-cli jq kmod
+    qemu-system-x86 linux-image-amd64 busybox-static cpio nvme-cli jq kmod python3
+    # the lab's iommufd kernel: Debian's 6.12 with iommufd and VFIO cdev modules built here
+    "linux-headers-$LAB_IOMMUFD_KVER" "linux-source-$series" make gcc-12 xz-utils
     # the peer the binding benchmark compares against
     driverctl
 )
@@ -22,16 +30,19 @@ for p in "${packages[@]}"; do
     [[ $status == "install ok installed" ]] || missing+=("$p")
 done
 
+sudo=
+[[ $(id -u) -ne 0 ]] && sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
-    if [[ $(id -u) -ne 0 ]]; then
-        sudo=sudo
-    else
-        sudo=
-    fi
-    export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The kernel source must be the headers' version (the modules are built from one against the other).
+want=$(dpkg-query -W -f '${Version}' "linux-headers-$LAB_IOMMUFD_KVER")
+if [[ $(dpkg-query -W -f '${Version}' "linux-source-$series") != "$want" ]]; then
+    echo "setup: installing linux-source-$series=$want"
+    $sudo apt-get install -y -qq --no-install-recommends "linux-source-$series=$want" >/dev/null
 fi
 
 # The `passage` group (what install.sh creates): udev rules and the daemon's socket name it, and

@@ -19,6 +19,13 @@ const unsigned long passage_VFIO_DEVICE_SET_IRQS = VFIO_DEVICE_SET_IRQS;
 const unsigned long passage_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
 const unsigned long passage_VFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
 const unsigned long passage_VFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
+/* <linux/iommufd.h>: IOMMUFD_TYPE ';', commands from 0x80; <linux/vfio.h>: VFIO_BASE + 18, + 19. */
+const unsigned long passage_IOMMU_DESTROY = _IO(';', 0x80);
+const unsigned long passage_IOMMU_IOAS_ALLOC = _IO(';', 0x81);
+const unsigned long passage_IOMMU_IOAS_MAP = _IO(';', 0x85);
+const unsigned long passage_IOMMU_IOAS_UNMAP = _IO(';', 0x86);
+const unsigned long passage_VFIO_DEVICE_BIND_IOMMUFD = _IO(VFIO_TYPE, VFIO_BASE + 18);
+const unsigned long passage_VFIO_DEVICE_ATTACH_IOMMUFD_PT = _IO(VFIO_TYPE, VFIO_BASE + 19);
 
 /* The ABI Swift relies on. */
 _Static_assert(sizeof(struct vfio_group_status) == 8, "vfio_group_status");
@@ -35,6 +42,12 @@ _Static_assert(sizeof(struct vfio_region_info_cap_sparse_mmap) == 16, "vfio_regi
 _Static_assert(sizeof(struct vfio_pci_dependent_device) == 8, "vfio_pci_dependent_device");
 _Static_assert(sizeof(struct vfio_pci_hot_reset_info) == 12, "vfio_pci_hot_reset_info");
 _Static_assert(sizeof(struct vfio_pci_hot_reset) == 12, "vfio_pci_hot_reset");
+_Static_assert(sizeof(struct passage_iommu_ioas_alloc) == 12, "iommu_ioas_alloc");
+_Static_assert(sizeof(struct passage_iommu_ioas_map) == 40, "iommu_ioas_map");
+_Static_assert(offsetof(struct passage_iommu_ioas_map, user_va) == 16, "iommu_ioas_map.user_va");
+_Static_assert(sizeof(struct passage_iommu_ioas_unmap) == 24, "iommu_ioas_unmap");
+_Static_assert(sizeof(struct passage_vfio_device_bind_iommufd) == 16, "vfio_device_bind_iommufd");
+_Static_assert(sizeof(struct passage_vfio_device_attach_iommufd_pt) == 12, "vfio_device_attach_iommufd_pt");
 
 
 static int set_irq_eventfds(int device, uint32_t action, uint32_t index, uint32_t start, uint32_t count, const int32_t *fds) {
@@ -73,7 +86,7 @@ int passage_vfio_mask_irq(int device, uint32_t index, uint32_t vector, int mask)
     return ioctl(device, VFIO_DEVICE_SET_IRQS, &set) < 0 ? -errno : 0;
 }
 
-int passage_vfio_hot_reset_info(int device, uint32_t *groups, uint32_t *addresses, uint32_t max) {
+int passage_vfio_hot_reset_info(int device, uint32_t *groups, uint32_t *addresses, uint32_t max, uint32_t *flags) {
     size_t size = sizeof(struct vfio_pci_hot_reset_info) + (size_t)max * sizeof(struct vfio_pci_dependent_device);
     struct vfio_pci_hot_reset_info *info = calloc(1, size);
     if (!info) return -ENOMEM;
@@ -86,6 +99,7 @@ int passage_vfio_hot_reset_info(int device, uint32_t *groups, uint32_t *addresse
             addresses[i] = (uint32_t)info->devices[i].segment << 16 | (uint32_t)info->devices[i].bus << 8 | info->devices[i].devfn;
         }
         r = (int)info->count;
+        *flags = info->flags;
     }
     free(info);
     return r;

@@ -189,25 +189,37 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     /// cache coherency and lets the groups' devices be used with this VM). Returns the device fd
     /// (the caller closes it when the VM goes).
     public func addVFIOGroups(_ groupFDs: [Int32]) throws(KVMError) -> Int32 {
-        var create = kvm_create_device()
-        create.type = UInt32(KVM_DEV_TYPE_VFIO.rawValue)
-        _ = try KVMSyscall.ioctl(fd, passage_KVM_CREATE_DEVICE, "KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO)", &create)
-        let device = Int32(create.fd)
+        let device = try createVFIODevice()
         for g in groupFDs {
-            var groupFD = g
-            let r: Int = withUnsafeMutablePointer(to: &groupFD) { p in
-                var attr = kvm_device_attr()
-                attr.group = UInt32(KVM_DEV_VFIO_GROUP)
-                attr.attr = UInt64(KVM_DEV_VFIO_GROUP_ADD)
-                attr.addr = UInt64(UInt(bitPattern: p))
-                return withUnsafeMutablePointer(to: &attr) { passage_kvm_ioctl(device, passage_KVM_SET_DEVICE_ATTR, UnsafeMutableRawPointer($0)) }
-            }
-            if r < 0 {
+            do { try addVFIOFile(g, to: device) } catch {
                 Glibc.close(device)
-                throw KVMError.call("KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_GROUP_ADD)", errno: Int32(-r))
+                throw error
             }
         }
         return device
+    }
+
+    /// `KVM_CREATE_DEVICE` of type `KVM_DEV_TYPE_VFIO`: the KVM–VFIO pseudo device (the caller
+    /// closes the returned fd when the VM goes).
+    public func createVFIODevice() throws(KVMError) -> Int32 {
+        var create = kvm_create_device()
+        create.type = UInt32(KVM_DEV_TYPE_VFIO.rawValue)
+        _ = try KVMSyscall.ioctl(fd, passage_KVM_CREATE_DEVICE, "KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO)", &create)
+        return Int32(create.fd)
+    }
+
+    /// `KVM_DEV_VFIO_FILE_ADD` (the same attribute as the older `KVM_DEV_VFIO_GROUP_ADD`) of a VFIO
+    /// group fd, or of a device cdev fd (Linux 6.6+; before its iommufd bind), to `device`.
+    public func addVFIOFile(_ file: Int32, to device: Int32) throws(KVMError) {
+        var vfioFD = file
+        let r: Int = withUnsafeMutablePointer(to: &vfioFD) { p in
+            var attr = kvm_device_attr()
+            attr.group = UInt32(KVM_DEV_VFIO_GROUP)
+            attr.attr = UInt64(KVM_DEV_VFIO_GROUP_ADD)
+            attr.addr = UInt64(UInt(bitPattern: p))
+            return withUnsafeMutablePointer(to: &attr) { passage_kvm_ioctl(device, passage_KVM_SET_DEVICE_ATTR, UnsafeMutableRawPointer($0)) }
+        }
+        if r < 0 { throw KVMError.call("KVM_SET_DEVICE_ATTR(KVM_DEV_VFIO_FILE_ADD)", errno: Int32(-r)) }
     }
 
     // MARK: vCPUs

@@ -79,10 +79,7 @@ public final class VFIOContainer: @unchecked Sendable {
     /// Lets the devices DMA to `size` bytes at `vaddr` through the I/O virtual address `iova`
     /// (guest-physical for a VM). Page-aligned.
     public func mapDMA(iova: UInt64, vaddr: UnsafeMutableRawPointer, size: UInt64, writable: Bool = true) throws(VFIOError) {
-        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
-        guard iova % page == 0, size % page == 0, UInt64(UInt(bitPattern: vaddr)) % page == 0, size > 0 else {
-            throw VFIOError(.invalidArgument, "DMA mapping iova 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16)): must be page-aligned and non-empty")
-        }
+        try Self.checkDMARange(iova: iova, vaddr: vaddr, size: size)
         var map = vfio_iommu_type1_dma_map()
         map.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_map>.size)
         map.flags = UInt32(VFIO_DMA_MAP_FLAG_READ) | (writable ? UInt32(VFIO_DMA_MAP_FLAG_WRITE) : 0)
@@ -91,6 +88,14 @@ public final class VFIOContainer: @unchecked Sendable {
         map.size = size
         let r = passage_vfio_ioctl(fd, passage_VFIO_IOMMU_MAP_DMA, &map)
         guard r >= 0 else { throw .ioctl("VFIO_IOMMU_MAP_DMA iova 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16))", r) }
+    }
+
+    /// A DMA mapping must be page-aligned and non-empty (container and iommufd alike).
+    static func checkDMARange(iova: UInt64, vaddr: UnsafeMutableRawPointer, size: UInt64) throws(VFIOError) {
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        guard iova % page == 0, size % page == 0, UInt64(UInt(bitPattern: vaddr)) % page == 0, size > 0 else {
+            throw VFIOError(.invalidArgument, "DMA mapping iova 0x\(String(iova, radix: 16)) size 0x\(String(size, radix: 16)): must be page-aligned and non-empty")
+        }
     }
 
     /// Removes DMA mappings in [iova, iova+size); returns the bytes unmapped.
@@ -165,6 +170,6 @@ public final class VFIOGroup: @unchecked Sendable {
             }
             throw .ioctl("VFIO_GROUP_GET_DEVICE_FD \(address)", r)
         }
-        return try VFIODevice(fd: Int32(r), address: address, group: self)
+        return try VFIODevice(fd: Int32(r), address: address, owner: self)
     }
 }

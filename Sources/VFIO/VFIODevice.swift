@@ -5,12 +5,15 @@ import Glibc
 #endif
 
 /// A VFIO device file descriptor: its regions (BARs, ROM, configuration space), interrupts,
-/// reset. Owns the descriptor; keeps its group open while it lives.
+/// reset. Owns the descriptor; keeps what it came from (its `VFIOGroup`, or the `IOMMUFD` its
+/// cdev is bound to) open while it lives.
 public final class VFIODevice: @unchecked Sendable {
     public let fd: Int32
     public let address: String
     public let info: Info
-    private let group: VFIOGroup
+    /// The device's id in its iommufd (opened through the cdev), nil for a device of a group.
+    public let deviceID: UInt32?
+    private let owner: AnyObject
 
     public struct Info: Sendable, Equatable {
         public var flags: UInt32
@@ -59,10 +62,11 @@ public final class VFIODevice: @unchecked Sendable {
         public var maskable: Bool { flags & UInt32(VFIO_IRQ_INFO_MASKABLE) != 0 }
     }
 
-    init(fd: Int32, address: String, group: VFIOGroup) throws(VFIOError) {
+    init(fd: Int32, address: String, owner: AnyObject, deviceID: UInt32? = nil) throws(VFIOError) {
         self.fd = fd
         self.address = address
-        self.group = group
+        self.owner = owner
+        self.deviceID = deviceID
         var i = vfio_device_info()
         i.argsz = UInt32(MemoryLayout<vfio_device_info>.size)
         let r = passage_vfio_ioctl(fd, passage_VFIO_DEVICE_GET_INFO, &i)
@@ -186,33 +190,52 @@ public final class VFIODevice: @unchecked Sendable {
 
     /// A function a bus (hot) reset of this device would reset as well (this one included).
     public struct ResetDependent: Sendable, Equatable {
-        public var group: Int
+        /// Its IOMMU group number; for a device opened through its cdev, its device id in the
+        /// caller's iommufd instead (0: owned but not bound there; `notOwned`: someone else's).
+        public var id: UInt32
         public var address: String
+
+        public static let notOwned: UInt32 = 0xFFFF_FFFF
+    }
+
+    /// What a hot reset of this device involves.
+    public struct HotResetInfo: Sendable, Equatable {
+        public var dependents: [ResetDependent]
+        /// The ids are device ids (the device was opened through its cdev), not group numbers.
+        public var byDeviceID: Bool
+        /// (cdev) Every dependent is owned by this device's iommufd: `hotReset(groupFDs: [])` works.
+        public var allOwned: Bool
     }
 
     /// The functions a hot reset (secondary bus or slot reset) of this device affects: every one
-    /// must be in a group the caller holds for `hotReset`. Throws when no such reset is possible.
-    public func hotResetDependents() throws(VFIOError) -> [ResetDependent] {
+    /// must be in a group the caller holds (or, through the cdev, bound to the same iommufd) for
+    /// `hotReset`. Throws when no such reset is possible.
+    public func hotResetInfo() throws(VFIOError) -> HotResetInfo {
         var room = 8
         while true {
             var groups = [UInt32](repeating: 0, count: room), addresses = [UInt32](repeating: 0, count: room)
-            let n = passage_vfio_hot_reset_info(fd, &groups, &addresses, UInt32(room))
+            var flags: UInt32 = 0
+            let n = passage_vfio_hot_reset_info(fd, &groups, &addresses, UInt32(room), &flags)
             guard n >= 0 else { throw .ioctl("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO \(address)", Int(n)) }
             guard Int(n) <= room else { room = Int(n); continue }
-            return (0..<Int(n)).map { i in
+            let dependents = (0..<Int(n)).map { i in
                 let a = addresses[i]
                 func hex(_ v: UInt32, _ width: Int) -> String {
                     let digits = String(v, radix: 16)
                     return String(repeating: "0", count: max(0, width - digits.count)) + digits
                 }
                 let text = "\(hex(a >> 16, 4)):\(hex((a >> 8) & 0xFF, 2)):\(hex((a >> 3) & 0x1F, 2)).\(hex(a & 7, 1))"
-                return ResetDependent(group: Int(groups[i]), address: text)
+                return ResetDependent(id: groups[i], address: text)
             }
+            return HotResetInfo(dependents: dependents,
+                                byDeviceID: flags & PASSAGE_VFIO_HOT_RESET_FLAG_DEV_ID != 0,
+                                allOwned: flags & PASSAGE_VFIO_HOT_RESET_FLAG_DEV_ID_OWNED != 0)
         }
     }
 
     /// `VFIO_DEVICE_PCI_HOT_RESET`: resets the bus (or slot) below this device; `groupFDs` must
-    /// hold the group of every function `hotResetDependents()` lists.
+    /// hold the group of every function `hotResetInfo()` lists, or be empty for a device opened
+    /// through its cdev (the kernel then checks that its iommufd owns them all).
     public func hotReset(groupFDs: [Int32]) throws(VFIOError) {
         let r = groupFDs.withUnsafeBufferPointer { passage_vfio_hot_reset(fd, $0.baseAddress, UInt32($0.count)) }
         guard r >= 0 else { throw .ioctl("VFIO_DEVICE_PCI_HOT_RESET \(address) (\(groupFDs.count) groups)", Int(r)) }

@@ -84,7 +84,7 @@ public final class Machine: @unchecked Sendable {
             passthrough = nil
         } else {
             let slots = MemorySlots(limit: kvm.check(.memorySlots))
-            passthrough = try PassthroughSet(addresses: config.vfio, vm: vm, memory: memory, bridge: bridge, io: io, mmio: mmio,
+            passthrough = try PassthroughSet(addresses: config.vfio, backend: config.vfioBackend, vm: vm, memory: memory, bridge: bridge, io: io, mmio: mmio,
                                              routes: InterruptRoutes(vm: vm), slots: slots,
                                              report: { Machine.warn($0) })
         }
@@ -161,9 +161,10 @@ public final class Machine: @unchecked Sendable {
         return control.exit!
     }
 
-    /// Passthrough set-up time and its DMA-mapping part, in nanoseconds (nil without devices).
-    public var passthroughTimes: (setup: Int64, dmaMap: Int64)? {
-        passthrough.map { ($0.setupNanoseconds, $0.dmaMapNanoseconds) }
+    /// Passthrough set-up time and its DMA-mapping part, in nanoseconds, and the VFIO backend
+    /// used (nil without devices).
+    public var passthroughTimes: (setup: Int64, dmaMap: Int64, backend: VFIOBackend)? {
+        passthrough.map { ($0.setupNanoseconds, $0.dmaMapNanoseconds, $0.backend) }
     }
 
     /// A line for the operator on stderr (passage-vmm's log under the daemon) that is no warning.

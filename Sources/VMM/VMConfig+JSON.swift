@@ -3,7 +3,7 @@
 extension VMConfig {
     /// Every key a configuration file may hold (`initrd` is another name for `initramfs`).
     public static let jsonKeys = ["kernel", "initramfs", "initrd", "cmdline", "memory", "vcpus", "console", "hugePages", "vfio",
-                                       "kernelUnpack", "kernelCache"]
+                                       "kernelUnpack", "kernelCache", "vfioBackend"]
 
     /// The largest configuration file read (they are a few hundred bytes).
     public static let maximumConfigFileSize = 1 << 20
@@ -85,6 +85,10 @@ extension VMConfig {
             kernelUnpack = mode
         }
         kernelCache = try string("kernelCache")
+        if let s = try string("vfioBackend") {
+            guard let backend = VFIOBackend(rawValue: s) else { throw bad("key \"vfioBackend\" must be \"auto\", \"iommufd\" or \"type1\", not \(StrictJSON.quote(s))") }
+            vfioBackend = backend
+        }
     }
 
     /// The configuration as the file would hold it, keys sorted, two-space indented: what
@@ -102,6 +106,7 @@ extension VMConfig {
         fields.append(("memory", StrictJSON.quote(memory % (1 << 20) == 0 ? "\(memory >> 20)M" : "\(memory >> 10)K")))
         fields.append(("vcpus", "\(vcpus)"))
         if !vfio.isEmpty { fields.append(("vfio", "[" + vfio.map { StrictJSON.quote($0) }.joined(separator: ", ") + "]")) }
+        if vfioBackend != .auto { fields.append(("vfioBackend", StrictJSON.quote(vfioBackend.rawValue))) }
         return "{\n" + fields.map { "  \"\($0.0)\" : \($0.1)" }.joined(separator: ",\n") + "\n}"
     }
 }

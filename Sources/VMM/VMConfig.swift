@@ -63,6 +63,8 @@ public struct VMConfig: Sendable, Codable, Equatable {
     public var vfio: [String] = []
     /// Who unpacks a bzImage (`KernelUnpackMode`).
     public var kernelUnpack: KernelUnpackMode = .host
+    /// How passed-through devices are opened and their DMA mapped (`VFIOBackend`).
+    public var vfioBackend: VFIOBackend = .auto
     /// Where unpacked kernels are kept: a directory, `off`, or nil for `KernelCache.resolve`'s default.
     public var kernelCache: String?
 
@@ -78,7 +80,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache
+        case kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache, vfioBackend
     }
 
     public init(from decoder: any Decoder) throws {
@@ -106,6 +108,12 @@ public struct VMConfig: Sendable, Codable, Equatable {
             kernelUnpack = mode
         }
         kernelCache = try c.decodeIfPresent(String.self, forKey: .kernelCache)
+        if let text = try c.decodeIfPresent(String.self, forKey: .vfioBackend) {
+            guard let backend = VFIOBackend(rawValue: text) else {
+                throw DecodingError.dataCorruptedError(forKey: .vfioBackend, in: c, debugDescription: "vfioBackend '\(text)' is not one of auto, iommufd, type1")
+            }
+            vfioBackend = backend
+        }
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -120,6 +128,7 @@ public struct VMConfig: Sendable, Codable, Equatable {
         if !vfio.isEmpty { try c.encode(vfio, forKey: .vfio) }
         try c.encode(kernelUnpack.rawValue, forKey: .kernelUnpack)
         try c.encodeIfPresent(kernelCache, forKey: .kernelCache)
+        if vfioBackend != .auto { try c.encode(vfioBackend.rawValue, forKey: .vfioBackend) }
     }
 
     /// `512M`, `2G`, `262144K`, or a plain number of MiB.

@@ -13,6 +13,7 @@ public struct VMMArguments: Sendable, Equatable {
     public var hugePages = false
     public var kernelUnpack: KernelUnpackMode?
     public var kernelCache: String?
+    public var vfioBackend: VFIOBackend?
     /// `--vfio ADDR`, in order (repeatable).
     public var vfio: [String] = []
     public var noSeccomp = false
@@ -39,7 +40,7 @@ public struct VMMArguments: Sendable, Equatable {
 
     static let options: [Option] = [
         Option(names: ["--config"], value: "file",
-               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache). Options given as well override it."),
+               help: "JSON configuration file (keys: kernel, initramfs, cmdline, memory, vcpus, console, hugePages, vfio, vfioBackend, kernelUnpack, kernelCache). Options given as well override it."),
         Option(names: ["--kernel"], value: "kernel", help: "The bzImage to boot (e.g. /boot/vmlinuz-VERSION)."),
         Option(names: ["--initrd", "--initramfs"], value: "initrd", help: "The initramfs."),
         Option(names: ["--cmdline"], value: "cmdline", help: "The kernel command line (default: \"\(VMConfig.defaultCommandLine)\")."),
@@ -47,6 +48,8 @@ public struct VMMArguments: Sendable, Equatable {
         Option(names: ["--vcpus"], value: "vcpus", help: "Number of vCPUs, 1…\(MPTable.maximumCPUs) (default 1)."),
         Option(names: ["--console"], value: "console", help: "Serial console: stdout, file:PATH or none (default stdout)."),
         Option(names: ["--vfio"], value: "address", help: "Pass through the host PCI function at this address (bound to vfio-pci, its whole IOMMU group viable); repeat for more. Added to the configuration file's list."),
+        Option(names: ["--vfio-backend"], value: "backend",
+               help: "How --vfio devices are opened and their DMA mapped: iommufd (/dev/iommu and the device's /dev/vfio/devices/vfioN, Linux 6.6+), type1 (the /dev/vfio/vfio container and /dev/vfio/GROUP), or auto (iommufd when the kernel has it for every device, else type1; the default)."),
         Option(names: ["--kernel-unpack"], value: "where",
                help: "Who unpacks a bzImage: host (passage-vmm, with liblzma, cached; KASLR applied here; the default) or guest (the kernel's own decompressor, as QEMU boots it)."),
         Option(names: ["--kernel-cache"], value: "dir",
@@ -63,8 +66,8 @@ public struct VMMArguments: Sendable, Equatable {
     public static let usage = """
         Usage: passage-vmm --kernel BZIMAGE [--initrd FILE] [--cmdline TEXT] [--memory SIZE]
                    [--vcpus N] [--console stdout|file:PATH|none] [--vfio DDDD:BB:DD.F]…
-                   [--huge-pages] [--kernel-unpack host|guest] [--kernel-cache DIR|off]
-                   [--stats]
+                   [--vfio-backend auto|iommufd|type1] [--huge-pages]
+                   [--kernel-unpack host|guest] [--kernel-cache DIR|off] [--stats]
                passage-vmm --config FILE [options] [--print-config]
         """
 
@@ -170,6 +173,11 @@ public struct VMMArguments: Sendable, Equatable {
                     throw UsageError("--vfio: '\(value)' is not a PCI address: give the full DDDD:BB:DD.F form in lower-case hex, e.g. 0000:01:00.1")
                 }
                 result.vfio.append(value)
+            case "--vfio-backend":
+                guard let backend = VFIOBackend(rawValue: value) else {
+                    throw UsageError("--vfio-backend: '\(value)' is not one of auto, iommufd, type1")
+                }
+                result.vfioBackend = backend
             case "--kernel-unpack":
                 guard let mode = KernelUnpackMode(rawValue: value) else {
                     throw UsageError("--kernel-unpack: '\(value)' is not one of host, guest")
@@ -229,6 +237,7 @@ public struct VMMArguments: Sendable, Equatable {
         if hugePages { c.hugePages = true }
         if let kernelUnpack { c.kernelUnpack = kernelUnpack }
         if let kernelCache { c.kernelCache = kernelCache }
+        if let vfioBackend { c.vfioBackend = vfioBackend }
         for a in vfio where !c.vfio.contains(a) { c.vfio.append(a) }
         return c
     }

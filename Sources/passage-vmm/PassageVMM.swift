@@ -47,7 +47,7 @@ enum PassageVMM {
                 let l = machine.loaded
                 printError("passage-vmm: timing exec_to_main_ms=\(execText) main_to_first_run_ms=\(Int((ready - started) * 1000))"
                            + " kernel=\(l.kernelSource)" + (l.kernelSource == "unpacked" || l.kernelSource == "cached" ? " unpack_ms=\(l.unpackMilliseconds) kaslr=\(l.kaslr ? "on" : "off")" : "")
-                           + (machine.passthroughTimes.map { " passthrough_setup_ms=\($0.setup / 1_000_000) dma_map_ms=\($0.dmaMap / 1_000_000)" } ?? ""))
+                           + (machine.passthroughTimes.map { " passthrough_setup_ms=\($0.setup / 1_000_000) dma_map_ms=\($0.dmaMap / 1_000_000) vfio=\($0.backend.rawValue)" } ?? ""))
             }
             end = try machine.run(sandbox: !args.noSeccomp)
         } catch {

@@ -54,9 +54,13 @@ trap 'exit 143' TERM
 write_env() {
     local f=$1 v
     {
-        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_L2IRQ_INITRD LAB_MARKER; do
+        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_L2IRQ_INITRD LAB_MARKER LAB_L1_KVER; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done
+        # An L1 kernel other than the host's own: l1-init mounts its modules over /lib/modules.
+        if [[ $LAB_L1_MODROOT != / ]]; then
+            printf 'export LAB_L1_MODULES=%q\n' "$LAB_L1_MODROOT/lib/modules/$LAB_L1_KVER"
+        fi
         printf 'export LAB_TOPOLOGY=%q\n' "$2"
         printf 'export LAB_SCENARIO=%q\n' "$3"
         printf 'export LAB_RUN=%q\n' "$RUN_DIR"
@@ -81,7 +85,7 @@ qemu_args() {
         -M q35,kernel-irqchip=split
         -device intel-iommu,intremap=on,caching-mode=on
         -nodefaults -no-user-config -display none -no-reboot
-        -kernel "$LAB_KERNEL" -initrd "$LAB_L1_INITRD"
+        -kernel "$LAB_L1_KERNEL" -initrd "$LAB_L1_INITRD"
         -append "console=ttyS0 intel_iommu=on quiet panic=-1 lab.mode=$mode lab.env=$RUN_DIR/env"
         -fsdev local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap
         -device virtio-9p-pci,fsdev=hostfs,mount_tag=host,addr=10.0
@@ -97,8 +101,8 @@ qemu_args() {
 
 prepare_run() { # TOPOLOGY SCENARIO MODE
     lab_preflight
-    lab_build_all
     lab_topology_load "$1"
+    lab_build_all "$TOPOLOGY_L1_KERNEL"
     mkdir -p "$LAB_BUILD/runs" "$LAB_BUILD/logs"
     RUN_DIR=$(mktemp -d "$LAB_BUILD/runs/$1--$2.XXXXXX")
     if declare -F topology_prepare >/dev/null; then topology_prepare "$RUN_DIR"; fi
@@ -128,7 +132,7 @@ cmd_run() {
     prepare_run "$topo" "$scen" run
     log=$LAB_BUILD/logs/$topo--$scen.log
     {
-        echo "# lab run $topo/$scen on $(date -u +%FT%TZ), kernel $LAB_KVER, timeout ${timeout_s}s"
+        echo "# lab run $topo/$scen on $(date -u +%FT%TZ), L1 kernel $LAB_L1_KVER, L2 kernel $LAB_KVER, timeout ${timeout_s}s"
         echo "# $LAB_QEMU ${QEMU_ARGS[*]}"
     } >"$log"
     # No terminal for QEMU: its serial port is its stdout, which goes to the log.
@@ -199,6 +203,9 @@ cmd_shell() {
 
 cmd_build() {
     lab_preflight
+    lab_build_all iommufd
+    echo "L1 iommufd kernel  $LAB_L1_KERNEL"
+    echo "L1 iommufd         $LAB_L1_INITRD"
     lab_build_all
     echo "kernel  $LAB_KERNEL"
     echo "L1      $LAB_L1_INITRD"

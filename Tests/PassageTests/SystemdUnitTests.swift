@@ -44,10 +44,12 @@ import Testing
     @Test func udevRulesRunNothing() throws {
         let rules = try String(contentsOf: Self.repo.appendingPathComponent("udev/70-passage.rules"), encoding: .utf8)
         let active = rules.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.trimmingCharacters(in: .whitespaces).isEmpty }
-        #expect(active.count == 2)
+        #expect(active.count == 4)
         #expect(!active.contains { $0.contains("RUN") || $0.contains("PROGRAM") || $0.contains("IMPORT") })
         #expect(active.contains { $0.contains("SUBSYSTEM==\"pci\"") && $0.contains("TAG+=\"passage\"") })
         #expect(active.contains { $0.contains("SUBSYSTEM==\"vfio\"") && $0.contains("GROUP=\"passage\"") && $0.contains("MODE=\"0660\"") })
+        #expect(active.contains { $0.contains("SUBSYSTEM==\"vfio-dev\"") && $0.contains("GROUP=\"passage\"") && $0.contains("MODE=\"0660\"") })
+        #expect(active.contains { $0.contains("KERNEL==\"iommu\"") && $0.contains("GROUP=\"passage\"") && $0.contains("MODE=\"0660\"") })
     }
 
     /// install.sh into a DESTDIR puts every file in place, with ExecStart at the prefix, and

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VFIO
+@testable import VMM
 
 /// The VFIO layer on this machine (which has no IOMMU, so no /dev/vfio: the error paths are the
 /// real ones) and the region-capability parser on hand-made kernel answers. The lab's
@@ -34,6 +35,58 @@ import Testing
         } catch {
             #expect(error.code == .unavailable && error.message.contains("4242") && error.message.contains("passage bind --group"), "\(error)")
         }
+    }
+
+    /// iommufd on this machine's real /dev (no /dev/iommu here): the error names the option that
+    /// avoids it; and a real PCI function of this machine has no VFIO cdev (not bound to vfio-pci).
+    @Test func iommufdAbsentOnThisMachineSaysWhatToDo() throws {
+        if access("/dev/iommu", F_OK) != 0 {
+            do {
+                _ = try IOMMUFD()
+                Issue.record("opened /dev/iommu that does not exist")
+            } catch {
+                #expect(error.code == .unavailable && error.message.contains("--vfio-backend type1") && error.message.contains("CONFIG_IOMMUFD"), "\(error)")
+            }
+        }
+        let functions = try FileManager.default.contentsOfDirectory(atPath: "/sys/bus/pci/devices").sorted()
+        let unbound = try #require(functions.first { IOMMUFD.deviceNode(of: $0) == nil }, "every function has a VFIO cdev?")
+        #expect(!IOMMUFD.canServe([unbound]))
+        do {
+            _ = try VFIODeviceFile(address: unbound)
+            Issue.record("opened a VFIO cdev for \(unbound), which is not bound to vfio-pci")
+        } catch {
+            #expect(error.code == .unavailable && error.message.contains(unbound) && error.message.contains("vfio-dev"), "\(error)")
+        }
+    }
+
+    /// Finding a function's cdev through sysfs (`vfio-dev/vfioN`) and deciding whether iommufd
+    /// can serve a set of functions, on a fixture sysfs and /dev.
+    @Test func cdevDiscoveryOnAFixtureTree() throws {
+        let root = NSTemporaryDirectory() + "vfio-cdev-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        let a = "0000:01:00.1", b = "0000:01:00.2"
+        try fm.createDirectory(atPath: "\(root)/sys/bus/pci/devices/\(a)/vfio-dev/vfio3", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(root)/sys/bus/pci/devices/\(b)", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(root)/dev/vfio/devices", withIntermediateDirectories: true)
+        #expect(fm.createFile(atPath: "\(root)/dev/vfio/devices/vfio3", contents: nil))
+        let sysfs = "\(root)/sys", dev = "\(root)/dev"
+        #expect(IOMMUFD.deviceNode(of: a, sysfs: sysfs, dev: dev) == "\(dev)/vfio/devices/vfio3")
+        #expect(IOMMUFD.deviceNode(of: b, sysfs: sysfs, dev: dev) == nil)
+        #expect(!IOMMUFD.canServe([a], sysfs: sysfs, dev: dev))             // no /dev/iommu yet
+        #expect(fm.createFile(atPath: "\(dev)/iommu", contents: nil))
+        #expect(IOMMUFD.canServe([a], sysfs: sysfs, dev: dev))
+        #expect(!IOMMUFD.canServe([a, b], sysfs: sysfs, dev: dev))          // b has no cdev: all or none
+        #expect(IOMMUFD.canServe([], sysfs: sysfs, dev: dev))
+        // passage-vmm's choice: auto takes iommufd only when it serves every device; an explicit
+        // backend is kept (and fails later, with its own error, if it cannot work).
+        #expect(PassthroughSet.choose(.auto, for: [a], sysfs: sysfs, dev: dev) == .iommufd)
+        #expect(PassthroughSet.choose(.auto, for: [a, b], sysfs: sysfs, dev: dev) == .type1)
+        #expect(PassthroughSet.choose(.type1, for: [a], sysfs: sysfs, dev: dev) == .type1)
+        #expect(PassthroughSet.choose(.iommufd, for: [b], sysfs: sysfs, dev: dev) == .iommufd)
+        // A cdev node that is not a VFIO device: opening works, the bind is refused by the kernel.
+        let file = try VFIODeviceFile(address: a, sysfs: sysfs, dev: dev)
+        #expect(file.path == "\(dev)/vfio/devices/vfio3" && file.descriptor >= 0)
     }
 
     /// A region-info answer as the kernel writes it: the 32-byte vfio_region_info, then a

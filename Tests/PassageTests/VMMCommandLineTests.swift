@@ -33,6 +33,10 @@ struct VMMCommandLineTests {
         #expect(try u.effectiveConfig().kernelUnpack == .guest)
         #expect(try parse("--kernel", "/k").effectiveConfig().kernelUnpack == .host)
         #expect(try parse("--kernel-cache", "off").kernelCache == "off")
+        let b = try parse("--kernel", "/k", "--vfio-backend", "iommufd", "--vfio", "0000:01:00.1")
+        #expect(try b.vfioBackend == .iommufd && b.effectiveConfig().vfioBackend == .iommufd)
+        #expect(try parse("--kernel", "/k").effectiveConfig().vfioBackend == .auto)
+        #expect(try parse("--vfio-backend=type1").vfioBackend == .type1)
     }
 
     @Test("argv: --help and -h win anywhere, even over errors")
@@ -61,6 +65,7 @@ struct VMMCommandLineTests {
         #expect(usageError("--console", "tty")?.hasPrefix("--console: console 'tty'") == true)
         #expect(usageError("--console", "file:")?.hasPrefix("--console:") == true)
         #expect(usageError("--kernel-unpack", "qemu") == "--kernel-unpack: 'qemu' is not one of host, guest")
+        #expect(usageError("--vfio-backend", "vfio") == "--vfio-backend: 'vfio' is not one of auto, iommufd, type1")
         #expect(usageError("--kernel-cache", "rel/dir") == "--kernel-cache: 'rel/dir' is not an absolute directory path or off")
     }
 
@@ -137,6 +142,13 @@ struct VMMCommandLineTests {
         unpack.kernelCache = "off"
         #expect(try JSONDecoder().decode(VMConfig.self, from: Data(unpack.jsonText.utf8)) == unpack)
         #expect(configError(#"{"kernel":"/k","kernelUnpack":"qemu"}"#)?.contains(#"key "kernelUnpack" must be "host" or "guest", not "qemu""#) == true)
+        // The VFIO backend: read, printed only when not auto, read back by both decoders.
+        let backend = try VMConfig(json: Array(#"{"kernel":"/k","vfio":["0000:01:00.1"],"vfioBackend":"iommufd"}"#.utf8), file: "f")
+        #expect(backend.vfioBackend == .iommufd && backend.jsonText.contains(#""vfioBackend" : "iommufd""#))
+        #expect(try VMConfig(json: Array(backend.jsonText.utf8), file: "f") == backend)
+        #expect(try JSONDecoder().decode(VMConfig.self, from: Data(backend.jsonText.utf8)) == backend)
+        #expect(!unpack.jsonText.contains("vfioBackend"))
+        #expect(configError(#"{"kernel":"/k","vfioBackend":"vfio"}"#)?.contains(#"key "vfioBackend" must be "auto", "iommufd" or "type1", not "vfio""#) == true)
         #expect(throws: VMMError.self) { try VMConfig(json: Array(#"{"kernel":"/k","kernelCache":"relative/dir"}"#.utf8), file: "f").validate() }
         // The same text Foundation's encoder would have produced (and the Codable path agrees).
         let e = JSONEncoder()
@@ -147,7 +159,7 @@ struct VMMCommandLineTests {
 
     @Test("config file: unknown keys, wrong types, repeats and bad values are refused, naming file and key")
     func configRejects() {
-        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache)"#)
+        #expect(configError(#"{"kernel":"/k","bogus":1}"#) == #"configuration file vm.json: unknown key "bogus" (the keys are kernel, initramfs, initrd, cmdline, memory, vcpus, console, hugePages, vfio, kernelUnpack, kernelCache, vfioBackend)"#)
         #expect(configError(#"{"kernel":"/k","HugePages":true}"#)?.contains(#"unknown key "HugePages""#) == true)
         #expect(configError(#"{"kernel":"/k","vcpus":"2"}"#) == #"configuration file vm.json: key "vcpus" must be a whole number, not a string"#)
         #expect(configError(#"{"kernel":"/k","vcpus":2.0}"#)?.contains(#"key "vcpus" must be a whole number, not a number (2.0)"#) == true)

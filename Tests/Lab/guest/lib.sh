@@ -345,6 +345,22 @@ lab_ready_summary() {
         END { printf "restarts_over_1s=%d ready_median_seconds=%s worst_ready_seconds=%s", over, (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2), v[NR] }'
 }
 
+# lab_kvm_load: kvm-amd, and one KVM VM held open (no vCPU) until L1 powers off. The first VM
+# created and the last destroyed toggle the kernel's preempt-notifier static key, which patches
+# __schedule with int3 (text_poke_bp) while the other vCPU runs it; under multi-threaded TCG that
+# has oopsed L1 ("Oops: int3" at __schedule) and may be what froze it before. With one VM always
+# there the key stays on and __schedule is patched once.
+lab_kvm_load() {
+    modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+    [[ -n ${LAB_KVM_HOLDER:-} ]] && return 0
+    python3 -c 'import fcntl, os, signal
+kvm = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+fcntl.ioctl(kvm, 0xAE01, 0)   # KVM_CREATE_VM
+print("lab: holding a KVM VM", flush=True)
+signal.pause()' &
+    LAB_KVM_HOLDER=$!
+}
+
 # lab_vmm_prepare: what a scenario running VMs needs in L1 — passaged, passage and passage-vmm
 # (sets bin and vmm), SVM for nested KVM, kvm-amd and vfio-pci loaded, $LAB_OUT.
 lab_vmm_prepare() {
@@ -352,7 +368,7 @@ lab_vmm_prepare() {
     vmm=${PASSAGE_VMM:-$bin/passage-vmm}
     [[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
     grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
-    modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+    lab_kvm_load
     modprobe vfio-pci || lab_fatal "modprobe vfio-pci failed"
     mkdir -p "$LAB_OUT"
 }

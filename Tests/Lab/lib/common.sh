@@ -27,10 +27,13 @@ LAB_L2_MODULES="nvme"
 LAB_L2IRQ_MODULES="virtio_pci virtio_rng ahci sd_mod e1000"
 
 lab_die() { echo "lab: error: $*" >&2; exit 2; }
+# shellcheck source=iommufd-kernel.sh
+. "$LAB_DIR/lib/iommufd-kernel.sh"
 lab_note() { echo "lab: $*" >&2; }
 
 # The Debian kernel to boot: $LAB_KVER if set, else the newest /boot/vmlinuz-* that has
-# a matching /lib/modules directory.
+# a matching /lib/modules directory, other than the base of the iommufd kernel
+# ($LAB_IOMMUFD_KVER, which L1 boots only on the topologies that ask for it).
 lab_find_kernel() {
     if [[ -n ${LAB_KVER:-} ]]; then
         [[ -f /boot/vmlinuz-$LAB_KVER ]] || lab_die "kernel /boot/vmlinuz-$LAB_KVER not found (LAB_KVER)"
@@ -41,7 +44,7 @@ lab_find_kernel() {
     local k v best
     best=$(for k in /boot/vmlinuz-*; do
         v=${k#/boot/vmlinuz-}
-        [[ -f $k && -d /lib/modules/$v/kernel ]] && echo "$v"
+        if [[ -f $k && -d /lib/modules/$v/kernel && $v != "$LAB_IOMMUFD_KVER" ]]; then echo "$v"; fi
     done | sort -V | tail -n1)
     [[ -n $best ]] || lab_die "no kernel: need /boot/vmlinuz-VERSION with /lib/modules/VERSION (apt-get install linux-image-amd64)"
     LAB_KVER=$best
@@ -59,17 +62,19 @@ lab_preflight() {
     [[ -r $LAB_KERNEL ]] || lab_die "$LAB_KERNEL is not readable"
 }
 
-# lab_resolve_modules MODULE... -> module files, dependencies first, each once.
+# lab_resolve_modules MODULE... -> module files, dependencies first, each once; of the kernel
+# $LAB_MOD_KVER (default $LAB_KVER) whose lib/modules is under $LAB_MOD_ROOT (default /).
 lab_resolve_modules() {
+    local kver=${LAB_MOD_KVER:-$LAB_KVER} root=${LAB_MOD_ROOT:-/}
     local -A _seen=()
     local _out=()
     _lab_visit() {
         local m=$1 key=${1//-/_} deps d fn
         [[ -n ${_seen[$key]:-} ]] && return 0
         _seen[$key]=1
-        deps=$(modinfo -k "$LAB_KVER" -F depends "$m") || lab_die "module $m not found for $LAB_KVER"
+        deps=$(modinfo -b "$root" -k "$kver" -F depends "$m") || lab_die "module $m not found for $kver"
         for d in ${deps//,/ }; do _lab_visit "$d"; done
-        fn=$(modinfo -k "$LAB_KVER" -F filename "$m" | head -n1)
+        fn=$(modinfo -b "$root" -k "$kver" -F filename "$m" | head -n1)
         case $fn in
             /*) _out+=("$fn") ;;
             *) ;;   # (builtin)
@@ -82,17 +87,19 @@ lab_resolve_modules() {
 
 # lab_build_initramfs NAME INIT_SCRIPT MODULES -> path of a cached cpio archive.
 # The archive holds busybox (applets linked at boot by the init), the init script and the
-# modules in load order (/lib/lab-modules/NN-name.ko, listed in /lib/lab-modules/order).
+# modules in load order (/lib/lab-modules/NN-name.ko, listed in /lib/lab-modules/order;
+# compressed modules are stored uncompressed, for busybox's insmod). The kernel is
+# $LAB_MOD_KVER/$LAB_MOD_ROOT as for lab_resolve_modules.
 lab_build_initramfs() {
-    local name=$1 init=$2 mods=$3
+    local name=$1 init=$2 mods=$3 kver=${LAB_MOD_KVER:-$LAB_KVER}
     local files key out stage f i=0
     files=$(lab_resolve_modules $mods) || exit 2
     key=$( {
-        echo "builder=$LAB_BUILDER_VERSION kver=$LAB_KVER name=$name"
+        echo "builder=$LAB_BUILDER_VERSION kver=$kver name=$name"
         sha256sum "$init" "$LAB_BUSYBOX" | cut -d' ' -f1
         for f in $files; do echo "$f $(stat -c '%s %Y' "$f")"; done
     } | sha256sum | cut -c1-16)
-    out=$LAB_BUILD/initramfs/$name-$LAB_KVER-$key.cpio
+    out=$LAB_BUILD/initramfs/$name-$kver-$key.cpio
     if [[ -s $out ]]; then echo "$out"; return 0; fi
     mkdir -p "$LAB_BUILD/initramfs"
     stage=$(mktemp -d "$LAB_BUILD/initramfs/.stage-$name.XXXXXX")
@@ -105,20 +112,37 @@ lab_build_initramfs() {
         i=$((i + 1))
         local base
         base=$(printf '%02d-%s' "$i" "$(basename "$f")")
-        cp "$f" "$stage/lib/lab-modules/$base"
+        case $base in
+            *.ko.xz) base=${base%.xz}; xz -dc "$f" >"$stage/lib/lab-modules/$base" ;;
+            *.ko.zst) base=${base%.zst}; zstd -qdc "$f" >"$stage/lib/lab-modules/$base" ;;
+            *) cp "$f" "$stage/lib/lab-modules/$base" ;;
+        esac
         echo "$base" >>"$stage/lib/lab-modules/order"
     done
     (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$out.tmp.$$"
     mv -f "$out.tmp.$$" "$out"
     rm -rf "$stage"
     # Drop stale builds of the same image.
-    find "$LAB_BUILD/initramfs" -maxdepth 1 -name "$name-*.cpio" ! -path "$out" -delete 2>/dev/null || true
+    find "$LAB_BUILD/initramfs" -maxdepth 1 -name "$name-$kver-*.cpio" ! -path "$out" -delete 2>/dev/null || true
     lab_note "built $out ($(du -h "$out" | cut -f1))"
     echo "$out"
 }
 
+# lab_select_l1 [KIND]: the kernel L1 boots. KIND '' (default) is the L2 kernel, $LAB_KERNEL;
+# 'iommufd' is the kernel of iommufd-kernel.sh. Sets LAB_L1_KVER, LAB_L1_KERNEL, LAB_L1_MODROOT.
+lab_select_l1() {
+    case ${1:-} in
+        '') LAB_L1_KVER=$LAB_KVER LAB_L1_KERNEL=$LAB_KERNEL LAB_L1_MODROOT=/ ;;
+        iommufd) lab_iommufd_kernel ;;
+        *) lab_die "unknown L1 kernel '$1' (have: iommufd)" ;;
+    esac
+}
+
+# lab_build_all [KIND]: the initramfs images, L1's for the L1 kernel KIND (lab_select_l1).
 lab_build_all() {
-    LAB_L1_INITRD=$(lab_build_initramfs l1 "$LAB_DIR/guest/l1-init" "$LAB_L1_MODULES") || exit 2
+    lab_select_l1 "${1:-}"
+    LAB_L1_INITRD=$(LAB_MOD_KVER=$LAB_L1_KVER LAB_MOD_ROOT=$LAB_L1_MODROOT \
+        lab_build_initramfs l1 "$LAB_DIR/guest/l1-init" "$LAB_L1_MODULES") || exit 2
     LAB_L2_INITRD=$(lab_build_initramfs l2 "$LAB_DIR/guest/l2-init" "$LAB_L2_MODULES") || exit 2
     LAB_L2IRQ_INITRD=$(lab_build_initramfs l2irq "$LAB_DIR/guest/l2-init" "$LAB_L2IRQ_MODULES") || exit 2
 }
@@ -126,10 +150,13 @@ lab_build_all() {
 # lab_topology_load NAME: sources topologies/NAME.sh, which defines
 #   topology_prepare RUNDIR   create disk images etc. in the run directory
 #   topology_args RUNDIR      print QEMU arguments, one per line
+# and may set TOPOLOGY_L1_KERNEL (a KIND of lab_select_l1).
 lab_topology_load() {
     local t=$LAB_DIR/topologies/$1.sh
     [[ -f $t ]] || lab_die "unknown topology '$1' (have: $(lab_list topologies))"
     unset -f topology_prepare topology_args
+    TOPOLOGY_L1_KERNEL=''
+
     # shellcheck disable=SC1090
     . "$t"
     declare -F topology_args >/dev/null || lab_die "$t defines no topology_args"

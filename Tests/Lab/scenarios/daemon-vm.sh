@@ -17,7 +17,7 @@ bin=$PASSAGE_BIN
 vmm=${PASSAGE_VMM:-$bin/passage-vmm}
 [[ -x $bin/passaged && -x $bin/passage && -x $vmm ]] || lab_fatal "no passaged/passage/passage-vmm ($bin, $vmm)"
 grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_kvm_load
 lab_check "/dev/kvm exists in L1" test -c /dev/kvm
 initrd=/tmp/vmm-initramfs.cpio
 lab_vmm_initramfs $initrd || lab_fatal "building the guest initramfs failed"

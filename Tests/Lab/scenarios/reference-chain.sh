@@ -18,7 +18,7 @@ vf=0000:01:00.1
 
 grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM (need -cpu max under TCG)"
 lab_ok "L1 CPU exposes SVM"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_kvm_load
 lab_check "/dev/kvm exists in L1" test -c /dev/kvm
 lab_log "kvm_amd nested=$(cat /sys/module/kvm_amd/parameters/nested 2>/dev/null) npt=$(cat /sys/module/kvm_amd/parameters/npt 2>/dev/null)"
 modprobe nvme || lab_fatal "modprobe nvme failed"

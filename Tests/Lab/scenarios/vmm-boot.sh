@@ -26,7 +26,7 @@ work=/tmp/vmm-lab
 mkdir -p "$work" "$LAB_OUT"
 
 grep -qw svm /proc/cpuinfo || lab_fatal "the L1 CPU has no SVM (need -cpu max under TCG)"
-modprobe kvm-amd || lab_fatal "modprobe kvm-amd failed"
+lab_kvm_load
 lab_check "/dev/kvm exists in L1" test -c /dev/kvm
 [[ -x $vmm ]] || lab_fatal "$vmm not built (swift build -c release --product passage-vmm, then PASSAGE_VMM=.build/release/passage-vmm)"
 lab_log "passage-vmm: $vmm ($(du -k "$vmm" | cut -f1) KiB, $(file -b "$vmm" 2>/dev/null | cut -d, -f1-4 || echo '?'))"

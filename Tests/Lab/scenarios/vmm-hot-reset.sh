@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lab-topology: shared-group
+# lab-topology: shared-group shared-group-iommufd
 # lab-timeout: 300
 #
 # Hot reset (issue 8): the two e1000 functions behind the conventional PCI bridge share a bus and an
@@ -9,6 +9,9 @@
 # runs. In L2 the stock e1000 driver probes both (MAC addresses read from the NICs' EEPROM through
 # their BARs) and, brought up, both take INTx interrupts (conventional PCI: no MSI at all).
 # `passage release` gives both back to e1000.
+# On shared-group-iommufd (L1 on the lab's iommufd kernel) the NICs go through their VFIO cdevs
+# bound to one iommufd, and the hot reset carries no group fds: the kernel checks that the
+# iommufd owns every function on the bus.
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
@@ -34,6 +37,11 @@ lab_check "the guest powers off: VM nics stopped, exit 0" lab_wait_for 240 lab_v
 tr -d '\r' <"$console" | grep -a '^L2\|e1000\|eth[0-9]' | sed 's/^/L2| /' | head -n 40
 sed 's/^/# vmm.log| /' $state/vms/nics/vmm.log
 
+if [[ $LAB_TOPOLOGY == *-iommufd ]]; then
+    lab_check "passage-vmm passed both through iommufd" grep -q "passthrough through iommufd (/dev/iommu, IOAS [0-9]*): $a, $b" $state/vms/nics/vmm.log
+else
+    lab_check "passage-vmm passed both through the type1 container" grep -q "passthrough through the type1 container" $state/vms/nics/vmm.log
+fi
 lab_check "passage-vmm reset the shared bus (a hot reset: neither NIC has a reset of its own)" \
     grep -q "has no function reset: reset its bus instead ($a, $b)" $state/vms/nics/vmm.log
 no_warning() { ! grep -q 'warning' "$1"; }

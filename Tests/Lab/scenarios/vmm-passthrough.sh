@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lab-topology: sriov-nvme
+# lab-topology: sriov-nvme sriov-nvme-iommufd
 # lab-timeout: 600
 #
 # Passthrough end to end (issue 8), nothing but Passage: passaged creates a VF on the NVMe PF
@@ -13,6 +13,11 @@
 # Then the benchmarks, same lab run:
 #   LAB-TIMING passthrough_start_to_marker_{passage,qemu}_s ratio   (goal ≤ 0.6)
 #   LAB-TIMING passthrough_read_MBps_{l2,l1} ratio                  (goal ≥ 0.9)
+# On sriov-nvme-iommufd (L1 on the lab's iommufd kernel) passage-vmm takes the iommufd path
+# (/dev/iommu, the VF's /dev/vfio/devices/vfioN, no group or container), checked by the files it
+# holds; the QEMU reference is left out there (QEMU 7.2 has no iommufd), and instead passage-vmm
+# boots the VF once more with --vfio-backend type1 on the same kernel (the fallback):
+#   LAB-TIMING passthrough_iommufd_start_to_marker_s, passthrough_iommufd_read_MBps_{l2,l1} ratio
 # LAB_ARG_VMM_ONLY=1: only the standalone passage-vmm boot with the VF (debugging).
 # LAB_ARG_DEMO=1 (scripts/run.sh): the daemon flow only, each step announced, the guest's console
 # shown as it runs; no QEMU reference, no benchmarks.
@@ -21,6 +26,11 @@ set -uo pipefail
 
 pf=0000:01:00.0 vf=0000:01:00.1
 lab_vmm_prepare
+backend=type1
+if [[ $LAB_TOPOLOGY == *-iommufd ]]; then
+    backend=iommufd
+    lab_check "L1's kernel ($(uname -r)) has iommufd: /dev/iommu" test -c /dev/iommu
+fi
 modprobe nvme || lab_fatal "modprobe nvme failed"
 cmdline="console=ttyS0 panic=-1 quiet pci=noearly lab.marker=$LAB_MARKER"
 ns=$(lab_nvme_ctrl $pf) && ns=${ns}n1
@@ -92,12 +102,25 @@ lab_eq "the VF was claimed onto vfio-pci" vfio-pci "$(lab_driver $vf)"
 vmmpid=$("$bin/passage" vm list --json | jq -r '.[] | select(.name == "l2") | .pid')
 # (passage vm start returns once passage-vmm is spawned; its set-up — DMA mapping included — takes
 # a second or two more before the vCPU threads run, so these wait for it.)
-vmm_has_devices() { local fds; fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null); [[ $fds == *anon_inode:kvm-vfio* && $fds == */dev/vfio/vfio* ]]; }
+vmm_has_devices() {
+    local fds; fds=$(ls -l /proc/$vmmpid/fd 2>/dev/null)
+    [[ $fds == *anon_inode:kvm-vfio* ]] || return 1
+    if [[ $backend == iommufd ]]; then
+        [[ $fds == */dev/iommu* && $fds == */dev/vfio/devices/vfio* && $fds != */dev/vfio/vfio* ]]
+    else
+        [[ $fds == */dev/vfio/vfio* && $fds != */dev/iommu* ]]
+    fi
+}
 vmm_sandboxed() {
     local modes; modes=$(sed -n 's/^Seccomp:[[:space:]]*//p' /proc/$vmmpid/task/*/status 2>/dev/null)
     [[ $(wc -l <<<"$modes") -ge 2 && -z $(grep -v '^2$' <<<"$modes") ]]
 }
-lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" lab_wait_for 20 vmm_has_devices
+if [[ $backend == iommufd ]]; then
+    lab_check "passage-vmm took iommufd: it holds /dev/iommu, the VF's /dev/vfio/devices/vfioN and the KVM–VFIO device, no container" lab_wait_for 20 vmm_has_devices
+else
+    lab_check "passage-vmm holds its VFIO group, the container and the KVM–VFIO device" lab_wait_for 20 vmm_has_devices
+fi
+ls -l /proc/$vmmpid/fd 2>/dev/null | grep -E 'vfio|iommu' | sed 's/.* -> /# passage-vmm fd -> /'
 lab_check "every passage-vmm thread (main and vCPU) runs under its seccomp filter (Seccomp: 2)" lab_wait_for 20 vmm_sandboxed
 rel=$("$bin/passage" release "$claim" 2>&1); rc=$?
 echo "# release while running: rc=$rc $rel"
@@ -144,6 +167,46 @@ l2_read=$(tr -d '\r' <"$console" | sed -n 's/^L2-READ //p' | tail -n1)
 kill -TERM "$LAB_PASSAGED_PID"; wait "$LAB_PASSAGED_PID" 2>/dev/null
 if [[ -n $demo ]]; then
     say "done: the guest used the VF through passage-vmm; passaged kept the claim until it was released"
+    lab_done
+fi
+
+if [[ $backend == iommufd ]]; then
+    # The type1 fallback on the same kernel: the VF on vfio-pci, passage-vmm told to use the container.
+    vfio_dev=$(lab_vfio_bind "$vf") || lab_fatal "could not bind $vf to vfio-pci: $vfio_dev"
+    l2_run type1 "$vmm" --kernel "$LAB_KERNEL" --initrd "$LAB_L2_INITRD" --memory 256M --vfio $vf --stats \
+        --vfio-backend type1 --kernel-cache "$state/kernel-cache" --cmdline "$cmdline lab.write=PASSAGE-L2-WROTE-TYPE1"
+    lab_eq "passage-vmm --vfio-backend type1 on the iommufd kernel exits 0" 0 "$L2_RC"
+    lab_check "… it used the container (stats vfio=type1)" grep -q 'vfio=type1' "$LAB_OUT/type1.err"
+    lab_check "… and its L2 read the marker through the VF" grep -aq 'L2-RESULT rc=0' "$LAB_OUT/type1.log"
+    sector1=$(dd if="$ns" bs=512 skip=1 count=1 iflag=direct 2>/dev/null | tr -d '\0' | head -c 100)
+    lab_check "… and wrote its marker, read back by L1 through the PF" grep -q PASSAGE-L2-WROTE-TYPE1 <<<"$sector1"
+    # udev/70-passage.rules on the real nodes: the VF's cdev and /dev/iommu go to the passage group.
+    mkdir -p /run/udev/rules.d && cp "$LAB_REPO/udev/70-passage.rules" /run/udev/rules.d/
+    cdev=$(basename "$(ls -d $LAB_PCI/$vf/vfio-dev/vfio* 2>/dev/null | head -n1)")
+    for node in /sys/class/vfio-dev/$cdev /sys/class/misc/iommu; do
+        udevadm test --action=add "$node" >"$LAB_OUT/udev-test.out" 2>&1
+        grep -E '70-passage.rules:[0-9]+ (GROUP|MODE)' "$LAB_OUT/udev-test.out" | sed "s|^|# udevadm test $node: |"
+        lab_check "udev/70-passage.rules gives $node group passage, mode 0660" \
+            sh -c "grep -Eq '70-passage.rules:[0-9]+ GROUP' $LAB_OUT/udev-test.out && grep -Eq '70-passage.rules:[0-9]+ MODE 0?660' $LAB_OUT/udev-test.out"
+    done
+    # One VF, two VMMs: the second is refused by name while the first holds the VF through iommufd.
+    "$vmm" --kernel "$LAB_KERNEL" --initrd "$LAB_L2_INITRD" --memory 128M --vfio $vf --vfio-backend iommufd \
+        --kernel-cache "$state/kernel-cache" --console none --cmdline "$cmdline" </dev/null >"$LAB_OUT/holder.err" 2>&1 &
+    holder=$!
+    holds_vf() { ls -l /proc/$holder/fd 2>/dev/null | grep -q /dev/vfio/devices/; }
+    lab_check "a passage-vmm holds the VF through iommufd" lab_wait_for 20 holds_vf
+    out=$("$vmm" --kernel "$LAB_KERNEL" --memory 128M --vfio $vf --vfio-backend iommufd --kernel-cache "$state/kernel-cache" \
+        --console none 2>&1 </dev/null); rc=$?
+    kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+    echo "# second passage-vmm on the same VF: rc=$rc: $out"
+    lab_check "a second passage-vmm on the VF is refused, naming it" test "$rc" -ne 0 -a -n "$(grep -o "$vf" <<<"$out")"
+    echo 1 >/proc/sys/vm/drop_caches
+    l1_after_s=$(l1_read)
+    l1_s=$(awk -v a="$l1_before_s" -v b="$l1_after_s" 'BEGIN { printf "%.2f", (a + b) / 2 }')
+    bytes=$(( $(cat /sys/block/$(basename "$ns")/size) * 512 * 4 ))
+    l2_bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$l2_read") l2_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$l2_read")
+    lab_timing "passthrough_iommufd_vm_start_returned_s=$started_s passthrough_iommufd_start_to_marker_s=$passage_s"
+    lab_timing "passthrough_iommufd_read_MBps_l2=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') passthrough_iommufd_read_MBps_l1=$(awk -v n="$bytes" -v s="$l1_s" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') ratio=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" -v m="$bytes" -v t="$l1_s" 'BEGIN { if (s > 0 && t > 0 && m > 0) printf "%.3f", (n / s) / (m / t); else print "?" }')"
     lab_done
 fi
 
