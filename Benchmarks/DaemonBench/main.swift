@@ -3,7 +3,8 @@
 // 4,096-function fixture tree (16 PFs × 255 VFs); the list call compared with `lspci -vmm` on the
 // same tree. Claims bind through a simulated kernel (the fixture has no kernel behind it).
 //
-//   swift run -c release daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci]
+//   swift run -c release daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci|load]
+//                                     [--pfs N --vfs-per-pf M]   (another tree: N PFs × M VFs; default 16 × 255)
 import Foundation
 import HostPCI
 import Logging
@@ -16,13 +17,16 @@ func say(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
 var perClient = 50
 var keepAt: String?
 var onlyArg: String?
+var pfs = 16, vfsPerPF = 255
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
-    guard let v = args.popFirst() else { fatalError("usage: daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci]") }
+    guard let v = args.popFirst() else { fatalError("usage: daemon-bench [--requests N] [--keep DIR] [--only list|device|claims|lspci|load] [--pfs N --vfs-per-pf M]") }
     switch a {
     case "--requests": perClient = Int(v)!
     case "--keep": keepAt = v
     case "--only": onlyArg = v
+    case "--pfs": pfs = Int(v)!
+    case "--vfs-per-pf": vfsPerPF = Int(v)!
     default: fatalError("unknown option \(a)")
     }
 }
@@ -36,8 +40,8 @@ func percentile(_ xs: [Double], _ p: Double) -> Double {
 let reuse = keepAt.map { FileManager.default.fileExists(atPath: $0 + "/bus/pci/devices") } ?? false
 let fixture = try keepAt.map { try SysfsFixture(directory: $0) } ?? SysfsFixture(prefix: "passage-dbench")
 if !reuse {
-    say("building a fixture tree of 4,096 functions …")
-    try StandardFixtures.large(in: fixture)
+    say("building a fixture tree of \(pfs * (1 + vfsPerPF)) functions (\(pfs) PFs × \(vfsPerPF) VFs) …")
+    try StandardFixtures.large(in: fixture, pfs: pfs, vfsPerPF: vfsPerPF)
 }
 try fixture.addDriver("vfio-pci")
 let kernel = SimulatedKernel(fixture: fixture)
@@ -85,7 +89,7 @@ let only = onlyArg
 func wanted(_ part: String) -> Bool { only == nil || only == part }
 
 if wanted("list") {
-say("\nGET /v1/devices (all 4,096, \(try daemon.inventory.listJSON().buffer.readableBytes / 1024) KiB of JSON):")
+say("\nGET /v1/devices (all \(try daemon.inventory.current().devices.count), \(try daemon.inventory.listJSON().buffer.readableBytes / 1024) KiB of JSON):")
 for clients in [1, 16, 64] {
     let (rps, p50, p99, failed) = measure(clients: clients, iterations: perClient) { client, _, _ in
         (try? client.request("GET", "/v1/devices"))?.status == 200
@@ -204,9 +208,10 @@ if only == "load" {
         }
     }
     sleep(2)
-    say("\nunder load: 64 busy clients + 100 idle keep-alive connections + 20 slow (1 byte/s) ones:")
+    let total = try daemon.inventory.current().devices.count
+    say("\nunder load: 64 busy clients + 100 idle keep-alive connections + 20 slow (1 byte/s) ones; the whole list is \(total) functions, \(try daemon.inventory.listJSON().buffer.readableBytes / 1024) KiB:")
     for (name, path, header) in [("list, revalidated (If-None-Match)", "/v1/devices", true), ("a page of 100", "/v1/devices?limit=100", false),
-                                 ("one device", "/v1/devices/" + claimable[0], false), ("list, all 4,096", "/v1/devices", false)] {
+                                 ("one device", "/v1/devices/" + claimable[0], false), ("list, all \(total)", "/v1/devices", false)] {
         let tag = try daemon.inventory.entityTag(daemon.inventory.listJSON().generation)
         let (rps, p50, p99, failed) = measure(clients: 64, iterations: perClient) { client, _, _ in
             let r = try? client.request("GET", path, headers: header ? [("If-None-Match", tag)] : [])

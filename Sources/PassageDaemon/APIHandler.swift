@@ -69,9 +69,10 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
                     HTTPResponse(status: 200, headers: [("Content-Type", "application/json")], body: .buffer(buffer))
                 }
             }
-            let snapshot = try inventory.current()
+            let list = try inventory.encodedList()
+            let snapshot = list.snapshot
             return try Self.conditional(r, tag: inventory.entityTag(snapshot.generation)) {
-                var matching: [DeviceInfo] = []
+                var matching: [Int] = []
                 var headers: [(String, String)] = []
                 let limit = filter.page?.limit ?? Int.max
                 // Devices are in address order: a page starts at a binary search, not a scan.
@@ -80,17 +81,16 @@ public final class APIHandler: HTTPHandler, @unchecked Sendable {
                     if filter.matches(snapshot.wire[i]) {
                         if matching.count == limit {
                             var q = r.query
-                            q["after"] = matching.last!.address
+                            q["after"] = snapshot.wire[matching.last!].address
                             headers.append(("Link", "</v1/devices?\(q.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "&"))>; rel=\"next\""))
                             break
                         }
-                        matching.append(snapshot.wire[i])
+                        matching.append(i)
                     }
                     i += 1
                 }
-                var response = try Self.json(200, matching)
-                response.headers += headers
-                return response
+                // The chosen devices' objects, copied out of the list encoded once for this snapshot.
+                return HTTPResponse(status: 200, headers: [("Content-Type", "application/json")] + headers, body: .bytes(list.array(of: matching)))
             }
         case .device(let a):
             guard let d = try inventory.current().info(a) else {

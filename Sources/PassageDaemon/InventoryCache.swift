@@ -5,15 +5,17 @@ import PassageAPI
 
 /// The device inventory the API serves: scanned from sysfs, patched after every change Passage
 /// makes and rescanned in the background (hot-plug without udev is caught within the rescan interval).
-/// The unfiltered list's JSON is encoded once per snapshot, on the first request that wants it, so
-/// listing thousands of devices costs a memory copy and a change costs no re-encoding of everything.
+/// The list's JSON is encoded once per snapshot, on the first request that wants it, each device's
+/// object where it lies in it known: the whole list is that buffer as it is, a page or a filtered
+/// list is the chosen objects copied out of it, so listing thousands of devices costs a memory copy
+/// and no request re-encodes devices.
 public final class InventoryCache: @unchecked Sendable {
     public let root: SysfsRoot
     private let lock = NSLock()
     private var snapshot: Snapshot?
     /// Bumped with every new snapshot; the encoded list belongs to one generation.
     private var generation = 0
-    private var encodedList: (generation: Int, buffer: ByteBuffer)?
+    private var encoded: EncodedList?
     /// Tells this process's generations from an earlier run's in entity tags.
     private let nonce = String(UInt32.random(in: 0...UInt32.max), radix: 36)
     private let events: EventHub
@@ -54,19 +56,60 @@ public final class InventoryCache: @unchecked Sendable {
         return try refresh()
     }
 
-    /// `GET /v1/devices` without filters, ready to send: encoded once per snapshot, then the same
-    /// buffer for every request (no copy), with its generation.
-    public func listJSON() throws -> (buffer: ByteBuffer, generation: Int) {
-        let (current, cached) = lock.withLock { () -> (Snapshot?, ByteBuffer?) in
-            (snapshot, snapshot.flatMap { s in encodedList?.generation == s.generation ? encodedList?.buffer : nil })
+    /// A snapshot's device list as JSON: `[obj,obj,…]\n`, and where each device's object lies in it.
+    public struct EncodedList: Sendable {
+        public let snapshot: Snapshot
+        /// The whole list, ready to send.
+        public let buffer: ByteBuffer
+        /// `ranges[i]`: the bytes of `snapshot.wire[i]`'s object in `buffer`.
+        public let ranges: [Range<Int>]
+
+        /// A JSON array of the objects of these devices (indexes into `snapshot.wire`), copied out
+        /// of the encoded list: the bytes `StreamingJSONEncoder` would give for them.
+        public func array(of indexes: [Int]) -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(indexes.reduce(3) { $0 + ranges[$1].count + 1 })
+            out.append(UInt8(ascii: "["))
+            buffer.withUnsafeReadableBytes { raw in
+                for (n, i) in indexes.enumerated() {
+                    if n > 0 { out.append(UInt8(ascii: ",")) }
+                    out.append(contentsOf: raw[ranges[i]])
+                }
+            }
+            out.append(contentsOf: [UInt8(ascii: "]"), UInt8(ascii: "\n")])
+            return out
         }
-        if let cached, let current { return (cached, current.generation) }
+    }
+
+    /// The current snapshot's list, encoded once per snapshot (each device on its own, then
+    /// joined) and kept until the next.
+    public func encodedList() throws -> EncodedList {
+        let (current, cached) = lock.withLock { () -> (Snapshot?, EncodedList?) in
+            (snapshot, snapshot.flatMap { s in encoded?.snapshot.generation == s.generation ? encoded : nil })
+        }
+        if let cached, current != nil { return cached }
         let s = try current ?? refresh()
-        var json = try StreamingJSONEncoder(pretty: false).encode(s.wire)
-        json.append(UInt8(ascii: "\n"))
-        let buffer = ByteBuffer(bytes: json)
-        lock.withLock { if snapshot?.generation == s.generation { encodedList = (s.generation, buffer) } }
-        return (buffer, s.generation)
+        let encoder = StreamingJSONEncoder(pretty: false)
+        var json: [UInt8] = [UInt8(ascii: "[")]
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(s.wire.count)
+        for (i, d) in s.wire.enumerated() {
+            if i > 0 { json.append(UInt8(ascii: ",")) }
+            let object = try encoder.encode(d)
+            ranges.append(json.count..<json.count + object.count)
+            json.append(contentsOf: object)
+        }
+        json.append(contentsOf: [UInt8(ascii: "]"), UInt8(ascii: "\n")])
+        let list = EncodedList(snapshot: s, buffer: ByteBuffer(bytes: json), ranges: ranges)
+        lock.withLock { if snapshot?.generation == s.generation { encoded = list } }
+        return list
+    }
+
+    /// `GET /v1/devices` without filters, ready to send: the same buffer for every request of a
+    /// snapshot (no copy), with its generation.
+    public func listJSON() throws -> (buffer: ByteBuffer, generation: Int) {
+        let list = try encodedList()
+        return (list.buffer, list.snapshot.generation)
     }
 
     /// An HTTP entity tag for a snapshot: changes whenever the inventory does (and across restarts).

@@ -431,6 +431,14 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
             next = page.count == 3 && seen.count < all.count ? "/v1/devices?after=\(page.last!)&limit=3" : nil
         }
         #expect(seen == all)
+        // Lists and pages are copied out of the list encoded once per snapshot: byte for byte what
+        // encoding the chosen devices gives.
+        let wire = try h.daemon.inventory.current().wire
+        func encoded(_ ds: [DeviceInfo]) throws -> String { String(decoding: try StreamingJSONEncoder(pretty: false).encode(ds) + [0x0A], as: UTF8.self) }
+        #expect(try await h.curl("GET", "/v1/devices").1 == encoded(wire))
+        #expect(try await h.curl("GET", "/v1/devices?class=02").1 == encoded(wire.filter { $0.classCode.hasPrefix("02") }))
+        #expect(try await h.curl("GET", "/v1/devices?after=\(all[1])&limit=2").1 == encoded(Array(wire[2..<4])))
+        #expect(try await h.curl("GET", "/v1/devices?vendor=ffff").1 == "[]\n")
         let (sl, hl) = try await h.curl("GET", "/v1/devices?limit=2", extra: ["-D", "-", "-o", "/dev/null"])
         #expect(sl == 200 && hl.contains("Link: </v1/devices?after=\(all[1])&limit=2>; rel=\"next\""), "\(hl)")
         for bad in ["limit=0", "limit=x", "after=zz:00.0", "limit=100001"] {
