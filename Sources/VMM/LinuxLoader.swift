@@ -178,7 +178,7 @@ public struct LinuxLoader {
             try memory.store(e.type.rawValue, at: at + 16)
         }
 
-        try memory.write(MPTable.build(cpus: cpus, at: BootLayout.mpTable), at: BootLayout.mpTable)
+        try memory.write(MPTable.build(cpus: cpus, pciSlots: pciRoot ? 31 : 0, at: BootLayout.mpTable), at: BootLayout.mpTable)
         let acpi = ACPITables.build(cpus: cpus, pciRoot: pciRoot)
         try memory.write(acpi.bytes, at: ACPITables.base)
         try memory.store(acpi.rsdp, at: bp + 0x070)                                    // acpi_rsdp_addr (protocol 2.14+)

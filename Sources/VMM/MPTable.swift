@@ -1,8 +1,10 @@
 /// An Intel MultiProcessor Specification 1.4 table: how Linux, without ACPI, learns the CPUs
-/// (and starts the APs), the IOAPIC, and how ISA interrupts and LINT0/LINT1 are wired.
+/// (and starts the APs), the IOAPIC, and how ISA interrupts, the PCI slots' INTA lines and
+/// LINT0/LINT1 are wired.
 ///
 /// Layout: the 16-byte floating pointer, then the configuration table with processor, bus,
-/// IOAPIC, I/O interrupt and local interrupt entries.
+/// IOAPIC, I/O interrupt and local interrupt entries. With PCI slots the PCI bus is bus 0 (Linux
+/// takes an MP bus id for the PCI bus number) and ISA bus 1; else ISA is bus 0.
 public enum MPTable {
     /// Most vCPUs that fit in the last KiB of base memory with the other entries.
     public static let maximumCPUs = 32
@@ -11,9 +13,15 @@ public enum MPTable {
     /// ISA interrupts routed to the IOAPIC (identity: IRQ n → pin n, as KVM's default GSI routing does).
     static let isaIRQs = 16
 
-    /// The table for `cpus` vCPUs with APIC ids 0 ..< cpus, placed at guest-physical `address`.
-    public static func build(cpus: Int, at address: UInt64) -> [UInt8] {
-        precondition(cpus >= 1 && cpus <= maximumCPUs)
+    /// The most bytes the table may take: the last KiB of base memory, where it is placed.
+    public static let maximumSize = 0x400
+
+    /// The table for `cpus` vCPUs with APIC ids 0 ..< cpus, placed at guest-physical `address`;
+    /// with `pciSlots` > 0, INTA of PCI bus 0's slots 1…`pciSlots` routed to the IOAPIC pins the
+    /// DSDT's `_PRT` names (`PCIHostBridge.intxGSI(slot:)`), level-triggered and active low, as
+    /// many of them as fit in `maximumSize` (all 31 up to 19 vCPUs; slots are used from 1 up).
+    public static func build(cpus: Int, pciSlots: Int = 0, at address: UInt64) -> [UInt8] {
+        precondition(cpus >= 1 && cpus <= maximumCPUs && (0...31).contains(pciSlots))
         let ioapicID = UInt8(cpus)
         var entries: [UInt8] = []
         var count: UInt16 = 0
@@ -25,11 +33,23 @@ public enum MPTable {
             entries += e
             count += 1
         }
-        entries += [1, 0] + Array("ISA   ".utf8)                         // bus 0: ISA
+        let isaBus: UInt8 = pciSlots > 0 ? 1 : 0
+        if pciSlots > 0 {
+            entries += [1, 0] + Array("PCI   ".utf8)                    // bus 0: PCI
+            count += 1
+        }
+        entries += [1, isaBus] + Array("ISA   ".utf8)                   // ISA
         entries += [2, ioapicID, ioapicVersion, 1] + le32(UInt32(BootLayout.ioapic))
         count += 2
         for irq in 0..<isaIRQs {                                        // I/O interrupt: INT, conforming
-            entries += [3, 0, 0, 0, 0, UInt8(irq), ioapicID, UInt8(irq)]
+            entries += [3, 0, 0, 0, isaBus, UInt8(irq), ioapicID, UInt8(irq)]
+            count += 1
+        }
+        // PCI INTA of each slot (source bus IRQ: slot << 2 | pin), level (0b11 << 2), active low (0b11).
+        let fixedBytes = 16 + 44 + entries.count + 2 * 8                // pointer, header, so far, LINT entries
+        let slots = min(pciSlots, (maximumSize - fixedBytes) / 8)
+        for slot in stride(from: 1, through: slots, by: 1) {
+            entries += [3, 0, 0x0F, 0, 0, UInt8(slot << 2), ioapicID, UInt8(PCIHostBridge.intxGSI(slot: slot))]
             count += 1
         }
         entries += [4, 3, 0, 0, 0, 0, 0x00, 0]                          // LINT0 of APIC 0: ExtINT

@@ -53,6 +53,42 @@ struct VMMMachineTests {
         #expect(MPTable.build(cpus: MPTable.maximumCPUs, at: 0x9FC00).count <= 0x400)
     }
 
+    @Test("MP table with PCI: bus 0 is PCI, ISA moves to bus 1, each slot's INTA goes level/low to the _PRT's pin; what fits in 1 KiB")
+    func mpTablePCI() {
+        /// Entries after the header: (type, bytes).
+        func entries(_ t: [UInt8]) -> [[UInt8]] {
+            let table = Array(t[16...])
+            var out: [[UInt8]] = [], at = 44
+            while at < table.count {
+                let size = table[at] == 0 ? 20 : 8
+                out.append(Array(table[at..<at + size]))
+                at += size
+            }
+            return out
+        }
+        let t = MPTable.build(cpus: 2, pciSlots: 31, at: 0x9FC00)
+        #expect(t[16...].reduce(0, &+) == 0 && t[0..<16].reduce(0, &+) == 0)
+        let e = entries(t)
+        let count = Int(t[16 + 34]) | Int(t[16 + 35]) << 8
+        #expect(count == e.count)
+        let buses = e.filter { $0[0] == 1 }
+        #expect(buses.map { $0[1] } == [0, 1] && buses.map { String(decoding: $0[2..<8], as: UTF8.self) } == ["PCI   ", "ISA   "])
+        let ioapic = e.first { $0[0] == 2 }![1]
+        let interrupts = e.filter { $0[0] == 3 }
+        let isa = interrupts.filter { $0[4] == 1 }, pci = interrupts.filter { $0[4] == 0 }
+        #expect(isa.count == 16 && isa.allSatisfy { $0[5] == $0[7] && $0[2] == 0 })            // ISA: identity, conforming
+        #expect(pci.count == 31)
+        for (i, p) in pci.enumerated() {
+            let slot = i + 1
+            #expect(p[2] == 0x0F && p[5] == UInt8(slot << 2) && p[6] == ioapic && p[7] == UInt8(PCIHostBridge.intxGSI(slot: slot)), "\(p)")
+        }
+        // Many vCPUs: as many slots as fit, the table never over 1 KiB; without PCI, ISA stays bus 0.
+        let big = MPTable.build(cpus: MPTable.maximumCPUs, pciSlots: 31, at: 0x9FC00)
+        let bigPCI = entries(big).filter { $0[0] == 3 && $0[4] == 0 }
+        #expect(big.count <= MPTable.maximumSize && big.count > MPTable.maximumSize - 8 && bigPCI.count >= 19)
+        #expect(entries(MPTable.build(cpus: 2, at: 0x9FC00)).filter { $0[0] == 1 }.map { $0[1] } == [0])
+    }
+
     @Test("CPUID per vCPU: APIC id, logical count, hypervisor bit, x2APIC topology")
     func cpuid() throws {
         let kvm = try KVMSystem()

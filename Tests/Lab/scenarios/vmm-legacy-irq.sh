@@ -71,4 +71,22 @@ lab_check "passage-vmm reported no interrupt set-up failure" no_failure $state/v
 lab_check "passage release $claim" "$bin/passage" release "$claim"
 lab_eq "release put virtio-rng back on virtio-pci and left AHCI unbound" "virtio-pci " "$(lab_driver $rng) $(lab_driver $ahci)"
 kill -TERM "$LAB_PASSAGED_PID"; wait "$LAB_PASSAGED_PID" 2>/dev/null
+
+# The same guest without ACPI (acpi=off): it learns the slots' INTA pins from the MP table, not the
+# DSDT's _PRT, and resets at the end (reboot=k) since it cannot power off.
+for f in $rng $ahci; do out=$(lab_vfio_bind $f) || lab_fatal "could not bind $f to vfio-pci: $out"; done
+noacpi=$LAB_OUT/noacpi.log
+timeout -k 5 180 "$vmm" --kernel "$LAB_KERNEL" --initrd "$LAB_L2IRQ_INITRD" --memory 256M --vfio $rng --vfio $ahci \
+    --kernel-cache "$state/kernel-cache" --cmdline "console=ttyS0 panic=-1 quiet acpi=off reboot=k lab.end=reboot lab.irq=1 lab.marker=$LAB_MARKER" \
+    </dev/null >"$noacpi" 2>"$LAB_OUT/noacpi.err"; rc=$?
+tr -d '\r' <"$noacpi" | grep -a '^L2\|virtio\|ahci\|ACPI\|MP-table\|IOAPIC\[' | sed 's/^/L2 acpi=off| /' | head -n 30
+sed 's/^/# acpi=off stderr| /' "$LAB_OUT/noacpi.err"
+lab_eq "passage-vmm with an acpi=off guest exits 0 (the guest reset the machine)" 0 "$rc"
+na() { tr -d '\r' <"$noacpi" | sed -n "s/^$1 *//p"; }
+lab_eq "acpi=off: L2 read 2048 bytes from /dev/hwrng" "bytes=2048" "$(na L2-HWRNG | head -n1)"
+intx=$(na L2-IRQ | grep 'virtio' | head -n1)
+lab_check "acpi=off: virtio-rng's INTx came on an IOAPIC pin, level-triggered (from the MP table): $intx" \
+    both contains "$intx" IO-APIC contains "$intx" fasteoi
+lab_check "… and kept coming: $(awk '{ print $2 }' <<<"$intx")" test "$(awk '{ print $2 }' <<<"$intx")" -gt 1
+lab_check "acpi=off: L2 read the marker through AHCI (MSI)" grep -aq 'L2-RESULT rc=0' "$noacpi"
 lab_done
