@@ -16,18 +16,7 @@ public final class IOMMUFD: @unchecked Sendable {
 
     /// Opens `path` and allocates the IOAS.
     public init(path: String = "/dev/iommu") throws(VFIOError) {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            switch e {
-            case ENOENT, ENODEV, ENXIO:
-                throw VFIOError(.unavailable, "\(path) does not exist: this kernel has no iommufd (CONFIG_IOMMUFD; modprobe iommufd), use the type1 container (--vfio-backend type1)", errno: e)
-            case EACCES, EPERM:
-                throw VFIOError(.permissionDenied, "cannot open \(path): permission denied (root, or the passage group: udev/70-passage.rules)", errno: e)
-            default:
-                throw VFIOError(.io, "cannot open \(path): \(String(cString: strerror(e)))", errno: e)
-            }
-        }
+        let fd = try VFIOError.openNode(path, missing: "\(path) does not exist: this kernel has no iommufd (CONFIG_IOMMUFD; modprobe iommufd), use the type1 container (--vfio-backend type1)")
         var alloc = passage_iommu_ioas_alloc()
         alloc.size = UInt32(MemoryLayout<passage_iommu_ioas_alloc>.size)
         let r = passage_vfio_ioctl(fd, passage_IOMMU_IOAS_ALLOC, &alloc)
@@ -109,15 +98,9 @@ public final class VFIODeviceFile: @unchecked Sendable {
         guard let path = IOMMUFD.deviceNode(of: address, sysfs: sysfs, dev: dev) else {
             throw VFIOError(.unavailable, "\(address) has no VFIO device file (no \(sysfs)/bus/pci/devices/\(address)/vfio-dev): bind it to vfio-pci on a kernel with CONFIG_VFIO_DEVICE_CDEV, or use the type1 container (--vfio-backend type1)")
         }
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            switch e {
-            case EBUSY: throw VFIOError(.io, "\(address) (\(path)) is already in use: another VMM, or its IOMMU group is open through /dev/vfio", errno: e)
-            case EACCES, EPERM: throw VFIOError(.permissionDenied, "cannot open \(path) for \(address): permission denied (root, or the passage group: udev/70-passage.rules)", errno: e)
-            default: throw VFIOError(.io, "cannot open \(path) for \(address): \(String(cString: strerror(e)))", errno: e)
-            }
-        }
+        let fd = try VFIOError.openNode(path, missing: "\(path) (the VFIO device file of \(address)) is gone: was it unbound from vfio-pci?",
+                                        busy: "\(address) (\(path)) is already in use: another VMM, or its IOMMU group is open through /dev/vfio",
+                                        subject: address)
         self.address = address
         self.path = path
         self.fd = fd

@@ -32,6 +32,21 @@ public struct VFIOError: Error, Sendable, CustomStringConvertible, Equatable {
 
     public var description: String { message }
 
+    /// Opens a VFIO or iommufd node read-write. The errors say what to do: `missing` when there is
+    /// no such node, `busy` (if given) when it is in use; `subject` names what the node is for.
+    static func openNode(_ path: String, missing: String, busy: String? = nil, subject: String? = nil) throws(VFIOError) -> Int32 {
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        if fd >= 0 { return fd }
+        let e = Glibc.errno
+        let name = subject.map { "\(path) for \($0)" } ?? path
+        switch e {
+        case ENOENT, ENODEV, ENXIO: throw VFIOError(.unavailable, missing, errno: e)
+        case EBUSY where busy != nil: throw VFIOError(.io, busy!, errno: e)
+        case EACCES, EPERM: throw VFIOError(.permissionDenied, "cannot open \(name): permission denied (root, or the passage group: udev/70-passage.rules)", errno: e)
+        default: throw VFIOError(.io, "cannot open \(name): \(String(cString: strerror(e)))", errno: e)
+        }
+    }
+
     static func ioctl(_ what: String, _ r: Int) -> VFIOError {
         let e = Int32(-r)
         return VFIOError(e == EACCES || e == EPERM ? .permissionDenied : .io, "\(what) failed: \(String(cString: strerror(e)))", errno: e)
@@ -46,15 +61,7 @@ public final class VFIOContainer: @unchecked Sendable {
 
     /// Opens the container node and checks the API version and the type1v2 extension.
     public init(path: String = "/dev/vfio/vfio") throws(VFIOError) {
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            if e == ENOENT {
-                throw VFIOError(.unavailable, "\(path) does not exist: load vfio-pci (modprobe vfio-pci) on a host with the IOMMU on (intel_iommu=on or amd_iommu=on)", errno: e)
-            }
-            throw VFIOError(e == EACCES ? .permissionDenied : .io, "cannot open \(path): \(String(cString: strerror(e)))", errno: e)
-        }
-        self.fd = fd
+        fd = try VFIOError.openNode(path, missing: "\(path) does not exist: load vfio-pci (modprobe vfio-pci) on a host with the IOMMU on (intel_iommu=on or amd_iommu=on)")
         let version = passage_vfio_ioctl_int(fd, passage_VFIO_GET_API_VERSION, 0)
         guard version == Int(VFIO_API_VERSION) else {
             close(fd)
@@ -120,16 +127,8 @@ public final class VFIOGroup: @unchecked Sendable {
     /// Opens the group and checks that it is viable (every member bound to vfio-pci or unbound).
     public init(number: Int, directory: String = "/dev/vfio") throws(VFIOError) {
         let path = "\(directory)/\(number)"
-        let fd = open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else {
-            let e = errno
-            switch e {
-            case ENOENT: throw VFIOError(.unavailable, "\(path) does not exist: bind the group's devices to vfio-pci first (passage bind --group ADDRESS)", errno: e)
-            case EBUSY: throw VFIOError(.io, "IOMMU group \(number) is already open elsewhere (another VMM or process holds \(path))", errno: e)
-            case EACCES, EPERM: throw VFIOError(.permissionDenied, "cannot open \(path): permission denied (root or the passage group: udev/70-passage.rules)", errno: e)
-            default: throw VFIOError(.io, "cannot open \(path): \(String(cString: strerror(e)))", errno: e)
-            }
-        }
+        let fd = try VFIOError.openNode(path, missing: "\(path) does not exist: bind the group's devices to vfio-pci first (passage bind --group ADDRESS)",
+                                        busy: "IOMMU group \(number) is already open elsewhere (another VMM or process holds \(path))")
         self.number = number
         self.fd = fd
         guard try isViable() else {
