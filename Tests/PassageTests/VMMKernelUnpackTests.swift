@@ -21,10 +21,14 @@ private func payloadByXZCommand(_ path: String) throws -> [UInt8] {
     process.executableURL = URL(fileURLWithPath: "/usr/bin/xz")
     process.arguments = ["-dc", "--single-stream"]
     let input = Pipe(), output = Pipe()
+    // xz --single-stream stops reading at the end of the stream and may exit before the last bytes
+    // written (the size trailer) are read: a write to the closed pipe must be EPIPE, not a SIGPIPE
+    // that kills the whole test process.
+    signal(SIGPIPE, SIG_IGN)
     process.standardInput = input
     process.standardOutput = output
     try process.run()
-    let writer = Thread { input.fileHandleForWriting.write(Data(bytes[start..<start + length])); try? input.fileHandleForWriting.close() }
+    let writer = Thread { try? input.fileHandleForWriting.write(contentsOf: Data(bytes[start..<start + length])); try? input.fileHandleForWriting.close() }
     writer.start()
     let out = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
