@@ -39,9 +39,10 @@ let package = Package(
         // VFIO: container (type1v2), groups, devices: regions, interrupts, DMA mappings, reset.
         .target(name: "VFIO", dependencies: ["CLinux"]),
         // The machine: guest memory, x86-64 Linux boot, serial, i8042, PCI host bridge, VFIO passthrough, vCPU threads.
-        .target(name: "VMM", dependencies: ["KVM", "VFIO", "CLZMA"]),
-        // liblzma: passage-vmm unpacks a bzImage's xz payload itself (docs/vmm.md, "Kernel unpacking").
+        .target(name: "VMM", dependencies: ["KVM", "VFIO", "CLZMA", "CZstd"]),
+        // liblzma and libzstd: passage-vmm unpacks a bzImage's xz or zstd payload itself (docs/vmm.md, "Kernel unpacking").
         .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         // Codable wire types shared by the CLI and (later) the daemon.
         .target(
             name: "PassageAPI",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Passage needs on a Debian 12 machine, idempotently: the C libraries it links
-# (libpci, libudev, libnl-route-3, liblzma), pciutils and pci.ids, and the lab's QEMU, Debian kernel image,
+# (libpci, libudev, libnl-route-3, liblzma, libzstd), pciutils and pci.ids, and the lab's QEMU, Debian kernel image,
 # busybox, cpio, nvme-cli and jq; and for the lab's iommufd kernel (Tests/Lab/lib/iommufd-kernel.sh)
 # Debian's linux-headers of that 6.12 kernel (which pull in its image) and linux-source-6.12 of the
 # same version. Installs nothing when everything is present.
@@ -13,7 +13,7 @@ series=$(cut -d. -f1,2 <<<"$LAB_IOMMUFD_KVER")
 
 packages=(
     # build: C libraries and pkg-config files
-    pkg-config libpci-dev libudev-dev libnl-3-dev libnl-route-3-dev liblzma-dev
+    pkg-config libpci-dev libudev-dev libnl-3-dev libnl-route-3-dev liblzma-dev libzstd-dev
     # names and the reference tool the tests compare against
     pci.ids pciutils
     # the lab: an emulated IOMMU + SR-IOV NVMe host under QEMU, running Debian's kernel

@@ -442,6 +442,8 @@ public final class ClaimService: @unchecked Sendable {
     public struct ReconcileReport: Sendable {
         public var rolledBack: [String] = []
         public var finished: [String] = []
+        /// What start-up did about each operation cut short (VF creations and removals).
+        public var notes: [String] = []
         public var lost: [String] = []
         public var seconds: Double = 0
     }
@@ -488,6 +490,7 @@ public final class ClaimService: @unchecked Sendable {
                 let (state, note) = recoverVFIntent(kind: intent.kind, payload: intent.payload)
                 try store.endIntent(intent.id, state: state, now: Self.now())
                 if state == "done" { report.finished.append("intent \(intent.id)") } else { report.rolledBack.append("intent \(intent.id)") }
+                report.notes.append("intent \(intent.id) \(intent.kind): \(note) (\(state))")
                 events.publish("operation-recovered", message: "\(intent.kind) cut short by a stop of passaged: \(note) (\(state))")
             default:
                 try store.endIntent(intent.id, state: "abandoned", now: Self.now())

@@ -63,7 +63,7 @@ public struct ReconcileService: Service {
         logger.info("reconciled", metadata: [
             "seconds": "\(String(format: "%.3f", report.seconds))", "rolledBack": "\(report.rolledBack)",
             "finished": "\(report.finished)", "lost": "\(report.lost)",
-        ])
+        ].merging(report.notes.isEmpty ? [:] : ["notes": "\(report.notes)"]) { a, _ in a })
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)

@@ -77,7 +77,15 @@ extension ClaimService {
                                           passthrough: passthrough)
         var resources: (any VFResourceProvisioner)?
         if let q = r.nvmeQueues, let i = r.nvmeInterrupts {
-            resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i)
+            // The NVMe state to go back to is added to the intent before it changes: the secondary
+            // controllers as found, then what freeing the primary's resources takes from it.
+            let store = self.store
+            resources = NVMeVFResources(provisioner: NVMeVFProvisioner(root: root, writer: writer), queues: q, interrupts: i) { secondaries, preparation in
+                var recorded = payload
+                recorded.nvmeSecondaries = secondaries
+                recorded.nvmePreparation = preparation
+                try store.updateIntentPayload(intent, payload: recorded.text)
+            }
         } else if (r.nvmeQueues == nil) != (r.nvmeInterrupts == nil) {
             throw APIError.badRequest("nvmeQueues and nvmeInterrupts go together")
         }
@@ -122,22 +130,54 @@ extension ClaimService {
     }
 }
 
-/// The payload of a `vf-create` / `vf-remove` intent: `PF COUNT previous=N [autoprobe=0|1]`.
+/// The payload of a `vf-create` / `vf-remove` intent:
+/// `PF COUNT previous=N [autoprobe=0|1] [nvme-secondaries=ID:ON:VQ:VI,…] [nvme-primary=CNTLID:VQ:VI]`
+/// — with NVMe provisioning, the secondary controllers as the creation found them and, once it is
+/// about to free the primary controller's flexible resources, what the primary held (`-` for a
+/// resource type it held none of), so that start-up can put all of it back.
 struct VFIntent: Equatable {
     var pf: PCIAddress
     var count: Int
     var previousCount: Int
     var previousAutoprobe: Bool?
+    var nvmeSecondaries: [NVMeSecondaryController]?
+    var nvmePreparation: NVMeVFProvisioner.Preparation?
 
     var text: String {
-        "\(pf) \(count) previous=\(previousCount)" + (previousAutoprobe.map { " autoprobe=\($0 ? 1 : 0)" } ?? "")
+        var t = "\(pf) \(count) previous=\(previousCount)" + (previousAutoprobe.map { " autoprobe=\($0 ? 1 : 0)" } ?? "")
+        if let s = nvmeSecondaries {
+            t += " nvme-secondaries=" + s.map { "\($0.controllerID):\($0.isOnline ? 1 : 0):\($0.queues):\($0.interrupts)" }.joined(separator: ",")
+        }
+        if let p = nvmePreparation {
+            t += " nvme-primary=\(p.controllerID):" + [NVMeAdminCommand.Resource.queue, .interrupt].map { p.previous[$0].map(String.init) ?? "-" }.joined(separator: ":")
+        }
+        return t
     }
 
-    init(pf: PCIAddress, count: Int, previousCount: Int, previousAutoprobe: Bool?) {
+    init(pf: PCIAddress, count: Int, previousCount: Int, previousAutoprobe: Bool?,
+         nvmeSecondaries: [NVMeSecondaryController]? = nil, nvmePreparation: NVMeVFProvisioner.Preparation? = nil) {
         self.pf = pf
         self.count = count
         self.previousCount = previousCount
         self.previousAutoprobe = previousAutoprobe
+        self.nvmeSecondaries = nvmeSecondaries
+        self.nvmePreparation = nvmePreparation
+    }
+
+    /// Puts the NVMe controllers back as the creation found them (its VFs already gone): the
+    /// secondaries and, if it freed them, the primary's flexible resources (an allocation and a PF
+    /// reset). Nil when the creation recorded no NVMe state.
+    func undoNVMe(_ nvme: NVMeVFProvisioner) throws -> String? {
+        if let prep = nvmePreparation {
+            try nvme.undoPreparation(prep, secondaries: nvmeSecondaries)
+            return "NVMe primary given back " + NVMeAdminCommand.Resource.allCases.compactMap { r in prep.previous[r].map { "\($0) \(r.abbreviation)" } }
+                .joined(separator: " and ") + ", secondaries as before"
+        }
+        if let s = nvmeSecondaries {
+            try nvme.restore(pf: pf, secondaries: s)
+            return "NVMe secondaries as before"
+        }
+        return nil
     }
 
     /// Nil for a payload this version did not write (older intents name only the PF and count).
@@ -145,8 +185,32 @@ struct VFIntent: Equatable {
         let f = text.split(separator: " ").map(String.init)
         guard f.count >= 3, let pf = try? PCIAddress(parsing: f[0]), let count = Int(f[1]),
               f[2].hasPrefix("previous="), let previous = Int(f[2].dropFirst(9)) else { return nil }
-        self.init(pf: pf, count: count, previousCount: previous,
-                  previousAutoprobe: f.count > 3 && f[3].hasPrefix("autoprobe=") ? f[3] == "autoprobe=1" : nil)
+        self.init(pf: pf, count: count, previousCount: previous, previousAutoprobe: nil)
+        for field in f.dropFirst(3) {
+            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { return nil }
+            switch kv[0] {
+            case "autoprobe": previousAutoprobe = kv[1] == "1"
+            case "nvme-secondaries":
+                var list: [NVMeSecondaryController] = []
+                for item in kv[1].split(separator: ",") {
+                    let n = item.split(separator: ":").map { UInt16($0) }
+                    guard n.count == 4, let id = n[0], let on = n[1], on <= 1, let vq = n[2], let vi = n[3] else { return nil }
+                    list.append(NVMeSecondaryController(controllerID: id, primaryControllerID: 0, isOnline: on == 1, vfNumber: 0, queues: vq, interrupts: vi))
+                }
+                nvmeSecondaries = list
+            case "nvme-primary":
+                let n = kv[1].split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+                guard n.count == 3, let id = UInt16(n[0]) else { return nil }
+                var held: [NVMeAdminCommand.Resource: Int] = [:]
+                for (r, v) in zip([NVMeAdminCommand.Resource.queue, .interrupt], n[1...]) where v != "-" {
+                    guard let x = Int(v), x >= 0 else { return nil }
+                    held[r] = x
+                }
+                nvmePreparation = NVMeVFProvisioner.Preparation(pf: pf, controllerID: id, previous: held)
+            default: return nil
+            }
+        }
     }
 }
 
@@ -158,16 +222,26 @@ extension ClaimService {
         guard let p = VFIntent(parsing: payload) else { return ("abandoned", "unreadable payload '\(payload)'") }
         let manager = VFManager(root: root, writer: writer)
         let target = kind == "vf-remove" ? 0 : p.previousCount
+        let state = kind == "vf-remove" ? "done" : "rolled-back"
+        var notes: [String] = []
         do {
             let now = try manager.physicalFunction(p.pf).sriov
             if now.numVFs == target && (kind == "vf-remove" || p.previousAutoprobe == nil || now.driversAutoprobe == p.previousAutoprobe) {
-                return (kind == "vf-remove" ? "done" : "rolled-back", "\(p.pf) already has \(target) VFs")
+                notes.append("\(p.pf) already has \(target) VFs")
+            } else {
+                try manager.setCount(pf: p.pf, count: target, autoprobe: kind == "vf-remove" ? nil : p.previousAutoprobe)
+                _ = try? inventory.refresh()
+                notes.append("\(p.pf): VF count \(now.numVFs) → \(target)")
             }
-            try manager.setCount(pf: p.pf, count: target, autoprobe: kind == "vf-remove" ? nil : p.previousAutoprobe)
-            _ = try? inventory.refresh()
-            return (kind == "vf-remove" ? "done" : "rolled-back", "\(p.pf): VF count \(now.numVFs) → \(target)")
+            // NVMe: the secondary controllers as the creation found them and, if it freed the
+            // primary's flexible resources, those given back (an allocation and a PF reset).
+            if kind == "vf-create", let note = try p.undoNVMe(NVMeVFProvisioner(root: root, writer: writer)) {
+                notes.append(note)
+                _ = try? inventory.refresh()
+            }
+            return (state, notes.joined(separator: "; "))
         } catch {
-            return ("failed", "\(p.pf): \(error)")
+            return ("failed", "\(p.pf): " + (notes + ["\(error)"]).joined(separator: "; "))
         }
     }
 }
@@ -179,6 +253,9 @@ public struct NVMeVFResources: VFResourceProvisioner {
     public let interrupts: Int
     /// What `prepare` found and changed, for `rollBack`.
     private let undo = Undo()
+    /// Told what `rollBack` would need, before anything changes (the secondaries as found, with the
+    /// preparation once the primary's resources are about to be freed); if it throws, nothing changes.
+    private let record: (@Sendable ([NVMeSecondaryController], NVMeVFProvisioner.Preparation?) throws -> Void)?
 
     private final class Undo: @unchecked Sendable {
         let lock = NSLock()
@@ -188,19 +265,30 @@ public struct NVMeVFResources: VFResourceProvisioner {
         var preparation: NVMeVFProvisioner.Preparation?
     }
 
-    public init(provisioner: NVMeVFProvisioner, queues: Int, interrupts: Int) {
+    public init(provisioner: NVMeVFProvisioner, queues: Int, interrupts: Int,
+                record: (@Sendable ([NVMeSecondaryController], NVMeVFProvisioner.Preparation?) throws -> Void)? = nil) {
         self.provisioner = provisioner
         self.queues = queues
         self.interrupts = interrupts
+        self.record = record
     }
 
     public func prepare(pf: PCIAddress, dryRun: Bool) throws -> [HostAction] {
+        let undo = self.undo, record = self.record
+        var found: [NVMeSecondaryController] = []
         if !dryRun {
-            let secondaries = try provisioner.status(pf: pf)
+            found = try provisioner.status(pf: pf)
+            let secondaries = found
             undo.lock.withLock { undo.secondaries = secondaries; undo.preparation = nil }
+            try record?(secondaries, nil)
         }
-        let record = undo
-        return try provisioner.prepareForVFs(pf: pf, dryRun: dryRun) { p in record.lock.withLock { record.preparation = p } }
+        let secondaries = found
+        return try provisioner.prepareForVFs(pf: pf, dryRun: dryRun) { (p) throws(SRIOVError) in
+            do { try record?(secondaries, p) } catch {
+                throw SRIOVError(code: .io, message: "\(pf): recording what freeing the NVMe primary's flexible resources changes failed, so nothing was changed: \(error)")
+            }
+            undo.lock.withLock { undo.preparation = p }
+        }
     }
 
     /// Puts the secondary controllers back as `prepare` found them and, if `prepare` freed the

@@ -331,6 +331,12 @@ public final class Store: @unchecked Sendable {
         try write { tx throws(StoreError) in try tx.insertIntent(kind: kind, claimID: nil, payload: payload, now: now) }
     }
 
+    /// Replaces a pending intent's payload: what an operation learned it must undo, recorded before
+    /// it changes that.
+    public func updateIntentPayload(_ id: Int64, payload: String) throws(StoreError) {
+        try write { tx throws(StoreError) in _ = try tx.db.query("UPDATE intents SET payload = ? WHERE id = ?", [.text(payload), .int(id)]) }
+    }
+
     public func endIntent(_ id: Int64, state: String, now: Int64) throws(StoreError) {
         try write { tx throws(StoreError) in try tx.finishIntent(id, state: state, now: now) }
     }

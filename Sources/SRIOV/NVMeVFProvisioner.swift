@@ -137,9 +137,10 @@ public struct NVMeVFProvisioner: Sendable {
     ///
     /// Returns no actions when the primary already holds no flexible resources. Refuses while the PF
     /// has VFs: the reset would take them away. `willChange` is called once, right before the first
-    /// command that changes anything (not in a dry run), with what `undoPreparation` needs.
+    /// command that changes anything (not in a dry run), with what `undoPreparation` needs; if it
+    /// throws (it could not record that), nothing is changed.
     public func prepareForVFs(pf: PCIAddress, dryRun: Bool = false,
-                              willChange: (Preparation) -> Void = { _ in }) throws(SRIOVError) -> [HostAction] {
+                              willChange: (Preparation) throws(SRIOVError) -> Void = { _ in }) throws(SRIOVError) -> [HostAction] {
         let (controller, identity, caps) = try open(pf)
         let commands = NVMeAdminCommand.Resource.allCases
             .filter { caps.supports($0) && caps.allocatedToPrimary($0) != 0 }
@@ -165,7 +166,7 @@ public struct NVMeVFProvisioner: Sendable {
 
         var previous: [NVMeAdminCommand.Resource: Int] = [:]
         for r in NVMeAdminCommand.Resource.allCases where caps.supports(r) && caps.allocatedToPrimary(r) != 0 { previous[r] = caps.allocatedToPrimary(r) }
-        willChange(Preparation(pf: pf, controllerID: identity.controllerID, previous: previous))
+        try willChange(Preparation(pf: pf, controllerID: identity.controllerID, previous: previous))
         for c in commands { try controller.execute(c) }
         do {
             try writer.write("1", to: resetPath)

@@ -1,4 +1,5 @@
 import CLZMA
+import CZstd
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -96,14 +97,53 @@ public struct KernelPayload: Sendable, Equatable {
         self.alignment = UInt64(u32(0x230))
     }
 
-    /// Unpacks the xz payload from `compressed` (the payload's bytes) into new memory of exactly
-    /// `unpackedSize` bytes: liblzma checks the stream's CRC32, and a stream longer or shorter than
+    /// The formats `unpack` knows; the guest's own decompressor handles the others.
+    public static let hostFormats: Set<Format> = [.xz, .zstd]
+
+    /// Unpacks the payload from `compressed` (the payload's bytes, size trailer included) into new
+    /// memory of exactly `unpackedSize` bytes, with liblzma (xz: the stream's CRC32 checked) or
+    /// libzstd (zstd: the frame's checksum checked when it has one); a result longer or shorter than
     /// the size the build recorded is refused. `name` is the bzImage's path, for messages.
-    func unpackXZ(_ compressed: UnsafeRawBufferPointer, name: String) throws(VMMError) -> MappedBytes {
+    func unpack(_ compressed: UnsafeRawBufferPointer, name: String) throws(VMMError) -> MappedBytes {
         guard unpackedSize >= 64, unpackedSize <= Self.maximumUnpackedSize else {
             throw VMMError(.badKernel, "\(name) says its payload unpacks to \(unpackedSize) bytes, outside 64 B … \(Self.maximumUnpackedSize >> 20) MiB: corrupted (or boot it with --kernel-unpack guest)")
         }
         let out = try MappedBytes(anonymous: unpackedSize, what: "the unpacked kernel of \(name)")
+        switch format {
+        case .xz: try unpackXZ(compressed, into: out, name: name)
+        case .zstd: try unpackZstd(compressed, into: out, name: name)
+        default: throw VMMError(.badKernel, "\(name): passage-vmm does not unpack \(format.rawValue) payloads (boot it with --kernel-unpack guest)")
+        }
+        return out
+    }
+
+    /// zstd: one frame, then the build's 4-byte size trailer (not given to libzstd).
+    private func unpackZstd(_ compressed: UnsafeRawBufferPointer, into out: MappedBytes, name: String) throws(VMMError) {
+        guard compressed.count > 4, let base = compressed.baseAddress else {
+            throw VMMError(.badKernel, "\(name)'s zstd payload is empty")
+        }
+        let frame = compressed.count - 4
+        guard let context = ZSTD_createDCtx() else { throw VMMError(.notEnoughMemory, "libzstd could not start a decoder for \(name)") }
+        defer { ZSTD_freeDCtx(context) }
+        // The kernel's build compresses with -22 --ultra: a 128 MiB window (log 27), zstd's default limit.
+        let n = ZSTD_decompressDCtx(context, out.base, unpackedSize, base, frame)
+        if ZSTD_isError(n) != 0 {
+            let code = ZSTD_getErrorCode(n)
+            if code == ZSTD_error_dstSize_tooSmall {
+                throw VMMError(.badKernel, "\(name)'s payload unpacks to more than the \(unpackedSize) bytes its trailer says: corrupted")
+            }
+            if code == ZSTD_error_memory_allocation || code == ZSTD_error_frameParameter_windowTooLarge {
+                throw VMMError(.notEnoughMemory, "unpacking \(name) needs more memory than libzstd allows: boot it with --kernel-unpack guest")
+            }
+            throw VMMError(.badKernel, "\(name)'s zstd payload is corrupted (libzstd: \(String(cString: ZSTD_getErrorName(n))))")
+        }
+        guard n == unpackedSize else {
+            throw VMMError(.badKernel, "\(name)'s payload unpacks to \(n) bytes, not the \(unpackedSize) its trailer says: corrupted")
+        }
+    }
+
+    /// xz: liblzma's stream decoder stops at the end of the stream (before the size trailer).
+    private func unpackXZ(_ compressed: UnsafeRawBufferPointer, into out: MappedBytes, name: String) throws(VMMError) {
         var stream = lzma_stream()
         // 256 MiB of decoder memory at most: the kernel's build uses a 32 MiB dictionary.
         guard lzma_stream_decoder(&stream, 256 << 20, 0) == LZMA_OK else {
@@ -129,7 +169,6 @@ public struct KernelPayload: Sendable, Equatable {
         default:
             throw VMMError(.badKernel, "\(name)'s xz payload could not be unpacked (liblzma error \(rc.rawValue))")
         }
-        return out
     }
 }
 

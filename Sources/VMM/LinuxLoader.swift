@@ -234,8 +234,8 @@ public struct LinuxLoader {
             notes.append("\(path) has no payload fields in its setup header: the guest unpacks it")
             return nil
         }
-        guard payload.format == .xz else {
-            notes.append("\(path) has a \(payload.format.rawValue) payload; passage-vmm unpacks xz only: the guest unpacks it")
+        guard KernelPayload.hostFormats.contains(payload.format) else {
+            notes.append("\(path) has a \(payload.format.rawValue) payload; passage-vmm unpacks xz and zstd only: the guest unpacks it")
             return nil
         }
         let identity = KernelCache.Identity(fd: file.fd)
@@ -244,7 +244,7 @@ public struct LinuxLoader {
             (bytes, kaslrCapable, source) = (hit.bytes, hit.kaslr, "cached")
         } else {
             let whole = try MappedBytes(file: file.fd, offset: 0, count: file.size, path: path)
-            bytes = try payload.unpackXZ(UnsafeRawBufferPointer(rebasing: whole.bytes[payload.offset..<payload.offset + payload.length]), name: path)
+            bytes = try payload.unpack(UnsafeRawBufferPointer(rebasing: whole.bytes[payload.offset..<payload.offset + payload.length]), name: path)
             // The decompressor has KASLR when it was built with CONFIG_RANDOMIZE_BASE, whose
             // messages ("KASLR disabled: 'nokaslr' on cmdline.") are in its code around the payload.
             let marker = Array("KASLR".utf8)

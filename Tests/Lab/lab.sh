@@ -54,7 +54,7 @@ trap 'exit 143' TERM
 write_env() {
     local f=$1 v
     {
-        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_L2IRQ_INITRD LAB_MARKER LAB_L1_KVER; do
+        for v in LAB_REPO LAB_DIR LAB_BUILD LAB_KVER LAB_KERNEL LAB_L2_INITRD LAB_L2IRQ_INITRD LAB_MARKER LAB_L1_KVER LAB_IOMMUFD_KVER; do
             printf 'export %s=%q\n' "$v" "${!v}"
         done
         # An L1 kernel other than the host's own: l1-init mounts its modules over /lib/modules.

@@ -1,5 +1,6 @@
 import Foundation
 import HostPCI
+@testable import PassageDaemon
 import SRIOV
 import Testing
 
@@ -289,6 +290,58 @@ final class NVMeRecordingWriter: SysfsWriter, @unchecked Sendable {
         #expect(sim.virtualizationCommands.map { [$0.cdw10, $0.cdw11] } == [[0x0000_0001, 8], [0x0000_0101, 4]])
         #expect(writer.writes.count == 2)
         #expect(sim.caps.vqFlexibleAllocatedToPrimary == 8 && sim.caps.viFlexibleAllocatedToPrimary == 4)
+    }
+
+    /// passaged's VF creation with NVMe provisioning writes, before each change, what undoing it
+    /// needs into its intent (the secondaries as found, then what the primary held); killed after the
+    /// provisioning began, start-up puts the controller back from that text alone.
+    @Test func aCreationCutShortIsUndoneFromItsIntentAlone() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        final class Texts: @unchecked Sendable { var all: [String] = [] }
+        let texts = Texts()
+        let resources = NVMeVFResources(provisioner: provisioner, queues: 2, interrupts: 1) { [pf] secondaries, preparation in
+            texts.all.append(VFIntent(pf: pf, count: 2, previousCount: 0, previousAutoprobe: nil,
+                                      nvmeSecondaries: secondaries, nvmePreparation: preparation).text)
+        }
+        _ = try resources.prepare(pf: pf, dryRun: false)
+        var recorded: [String] { texts.all }
+        #expect(recorded == ["0000:01:00.0 2 previous=0 nvme-secondaries=1:0:0:0,2:0:0:0,3:0:0:0,4:0:0:0",
+                             "0000:01:00.0 2 previous=0 nvme-secondaries=1:0:0:0,2:0:0:0,3:0:0:0,4:0:0:0 nvme-primary=0:8:4"])
+        #expect(sim.caps.vqFlexibleAllocatedToPrimary == 0)
+        try createVFs(2)
+        _ = try resources.provision(pf: pf, vfIndex: 0, dryRun: false)
+        #expect(sim.secondaries[0].isOnline && sim.secondaries[0].queues == 2)
+        // Killed here. Start-up sets the VF count back to 0 (the secondaries go offline with it) …
+        try "0\n".write(toFile: root.devicePath(pf) + "/sriov_numvfs", atomically: false, encoding: .utf8)
+        sim.vfsEnabled(0)
+        // … and gives the primary back what it held, from the intent's payload alone.
+        let intent = try #require(VFIntent(parsing: recorded.last!))
+        #expect(intent.text == recorded.last!)
+        #expect(try intent.undoNVMe(provisioner) == "NVMe primary given back 8 VQ and 4 VI, secondaries as before")
+        #expect(sim.caps.vqFlexibleAllocatedToPrimary == 8 && sim.caps.viFlexibleAllocatedToPrimary == 4)
+        #expect(sim.secondaries.allSatisfy { !$0.isOnline && $0.queues == 0 && $0.interrupts == 0 })
+        // Without a preparation (the primary was already free) only the secondaries are put back.
+        #expect(try VFIntent(parsing: "0000:01:00.0 2 previous=0 nvme-secondaries=1:0:0:0")!.undoNVMe(provisioner) == "NVMe secondaries as before")
+        #expect(try VFIntent(parsing: "0000:01:00.0 2 previous=0")!.undoNVMe(provisioner) == nil)
+        // Payloads this version did not write are refused, not half-read.
+        for bad in ["0000:01:00.0 2 previous=0 nvme-secondaries=1:2:0:0", "0000:01:00.0 2 previous=0 nvme-secondaries=1:0:0",
+                    "0000:01:00.0 2 previous=0 nvme-primary=0:8", "0000:01:00.0 2 previous=0 nvme-primary=0:x:4",
+                    "0000:01:00.0 2 previous=0 bogus=1", "0000:01:00.0 2 previous=0 autoprobe"] {
+            #expect(VFIntent(parsing: bad) == nil, "\(bad)")
+        }
+        #expect(VFIntent(parsing: "0000:01:00.0 2 previous=0 nvme-primary=0:-:4")?.nvmePreparation?.previous == [.interrupt: 4])
+    }
+
+    /// When what the freeing changes cannot be recorded first, nothing is changed.
+    @Test func aPreparationThatCannotBeRecordedChangesNothing() throws {
+        sim.primaryHolds(vq: 8, vi: 4)
+        struct Full: Error {}
+        let resources = NVMeVFResources(provisioner: provisioner, queues: 2, interrupts: 1) { _, preparation in
+            if preparation != nil { throw Full() }
+        }
+        expectError(.io, containing: ["0000:01:00.0", "nothing was changed"]) { _ = try resources.prepare(pf: pf, dryRun: false) }
+        #expect(sim.virtualizationCommands.isEmpty && writer.writes.isEmpty)
+        #expect(sim.caps.vqFlexibleAllocatedToPrimary == 8)
     }
 
     @Test func undoNeedsNoResetWhenTheFreeingNeverTookEffect() throws {

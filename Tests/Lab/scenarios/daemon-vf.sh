@@ -8,7 +8,11 @@
 # - crash safety: passaged is SIGKILLed at 8 points during VF creation and restarted; after each
 #   restart it is ready, no intent is left pending (the reconcile line says what was undone), and
 #   the PF is either back at 0 VFs or has both VFs on vfio-pci: never a VF left without a driver
-#   by a creation cut short. Then the VFs are removed through the daemon.
+#   by a creation cut short; and when it is back at 0 VFs, the NVMe controller is as before the
+#   creation (`passage nvme status`: what the primary holds, each secondary's state and
+#   resources). Each creation starts with the primary holding its flexible resources (given back
+#   with nvme-cli and a PF reset), so each one frees them first: the step whose undo needs what the
+#   creation recorded in its intent. Then the VFs are removed through the daemon.
 set -uo pipefail
 . "$LAB_DIR/guest/lib.sh"
 
@@ -37,6 +41,19 @@ lab_eq "two VFs on vfio-pci" "vfio-pci vfio-pci" "$(vf_drivers)"
 lab_check "vf remove through passaged" "$bin/passage" vf remove $pf
 lab_eq "no VFs left" 0 "$(numvfs)"
 
+# The NVMe controller as `passage nvme status` sees it: primary VQ/VI, then each secondary.
+nvme_state() {
+    "$bin/passage" nvme status $pf --json 2>&1 | jq -c '[.queues.allocatedToPrimary, .interrupts.allocatedToPrimary,
+        [.secondaryControllers[] | [.controllerId, .state, .queues, .interrupts]]]' 2>&1
+}
+nvme_live() { [[ $(cat $LAB_PCI/$pf/nvme/nvme*/state 2>/dev/null) == live ]]; }
+# The primary holds all flexible resources again (8 VQ, 4 VI: the topology's), as at boot.
+nvme_give_back() {
+    local c=/dev/$(ls $LAB_PCI/$pf/nvme | head -n1)
+    nvme virt-mgmt $c --cntlid=0 --rt=0 --act=1 --nr=8 >/dev/null && nvme virt-mgmt $c --cntlid=0 --rt=1 --act=1 --nr=4 >/dev/null \
+        && echo 1 >$LAB_PCI/$pf/reset && lab_wait_for 20 nvme_live
+}
+
 invariants() {
     local n d
     n=$(numvfs)
@@ -50,10 +67,14 @@ invariants() {
 worst=0 undone=0 kills=${LAB_ARG_KILLS:-16} readies=() recs=()
 mkfifo /tmp/daemon-vf.nap; exec {napfd}<>/tmp/daemon-vf.nap   # naps without a process start
 vfs_appeared() { [[ $(<$LAB_PCI/$pf/sriov_numvfs) != 0 ]]; }
+prepared=0
 for i in $(seq 1 "$kills"); do
+    nvme_give_back || lab_fatal "could not give the NVMe primary its resources back before kill $i: $(nvme_state)"
+    nvme_before=$(nvme_state)
     if (( i % 2 )); then
-        # The CLI takes ~0.5-1 s to start in L1 and the creation ~0.2-1.5 s: these delays sweep across it.
-        delay=$(awk -v i="$i" 'BEGIN { printf "%.2f", 0.5 + ((i - 1) % 8 + 1) * 0.2 }')
+        # The CLI takes ~0.2-0.5 s to start in L1 and the creation (freeing the NVMe primary's
+        # resources with a PF reset, VFs, provisioning, binding) ~0.3-1 s: these delays sweep across it.
+        delay=$(awk -v i="$i" 'BEGIN { printf "%.2f", 0.1 + ((i - 1) % 8 + 1) * 0.12 }')
         ( "$bin/passage" "${create[@]}" >/dev/null 2>&1 & sleep "$delay"; kill -9 $pid )
     else
         # Inside the creation for sure: once the VFs exist (provisioning and binding still to come),
@@ -72,10 +93,15 @@ for i in $(seq 1 "$kills"); do
     lab_eq "kill $i (after ${delay}s): PF at $(numvfs) VFs [$(vf_drivers)], ready in ${t}s" "" "$why"
     report=$LAB_PASSAGED_RECONCILED
     echo "# kill $i: ${report#* : }"
+    if [[ $(numvfs) == 0 ]]; then
+        lab_eq "kill $i: the NVMe controller is as before the creation [primary VQ, VI, secondaries]" "$nvme_before" "$(nvme_state)"
+    fi
+    [[ $report == *"NVMe primary given back"* ]] && prepared=$((prepared + 1))
     [[ $report == *'rolledBack=["intent'* ]] && undone=$((undone + 1))
     [[ $(numvfs) == 0 ]] || "$bin/passage" vf remove $pf >/dev/null || lab_fatal "vf remove failed after kill $i"
 done
 lab_check "at least one kill cut a creation short and start-up undid it: $undone" test "$undone" -gt 0
+lab_check "… and at least one of those gave the NVMe primary back the resources the creation had freed: $prepared" test "$prepared" -gt 0
 lab_timing "vf_crash_restarts=$kills undone=$undone $(lab_ready_summary "${readies[@]}") reconciled_worst_seconds=$(printf '%s\n' "${recs[@]}" | sort -n | tail -n 1)"
 out=$("$bin/passage" "${create[@]}" 2>&1); rc=$?
 lab_eq "after the torture, vf create still works" 0 "$rc"

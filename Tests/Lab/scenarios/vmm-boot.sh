@@ -125,6 +125,21 @@ boot_run "$log" "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M -
 lab_eq "KASLR: nokaslr on the command line leaves _text at the link address" ffffffff81000000 "$(field "$log" VMM-TEXT)"
 lab_check "KASLR: … and passage-vmm says so (kaslr=off)" grep -q 'kernel=cached unpack_ms=[0-9]* kaslr=off' "$log.err"
 
+# ---- a zstd bzImage: Debian's 6.12 (the lab's iommufd kernel), unpacked by libzstd -----------
+zkernel=/boot/vmlinuz-$LAB_IOMMUFD_KVER
+if [[ -r $zkernel ]]; then
+    log=$LAB_OUT/vmm-boot-zstd.log
+    boot_run "$log" "$vmm" --kernel "$zkernel" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --kernel-cache "$kcache" --stats
+    tr -d '\r' <"$log" | sed "s/^/L2[zstd]| /" | tail -n 6
+    sed "s/^/L2[zstd] stderr| /" "$log.err"
+    lab_eq "[zstd] passage-vmm boots $zkernel (a zstd payload) to the marker, exit 0" 0 "$BOOT_RC"
+    lab_check "[zstd] the guest printed its marker" grep -aq VMM-MARKER "$log"
+    lab_check "[zstd] passage-vmm unpacked it itself (kernel=unpacked, KASLR on)" grep -q 'kernel=unpacked unpack_ms=[0-9]* kaslr=on' "$log.err"
+    lab_timing "vmm_boot_zstd_kernel marker_seconds=${BOOT_MARKER_S:-?} unpack_ms=$(sed -n 's/.*unpack_ms=\([0-9]*\).*/\1/p' "$log.err" | head -n1)"
+else
+    lab_fatal "no $zkernel: scripts/setup.sh installs it (linux-headers-$LAB_IOMMUFD_KVER)"
+fi
+
 # ---- the guest's own decompressor still boots (--kernel-unpack guest, as QEMU boots a bzImage) --
 log=$LAB_OUT/vmm-boot-guest-unpack.log
 boot_run "$log" "$vmm" --kernel "$LAB_KERNEL" --initrd "$initrd" --memory 256M --vcpus 1 --cmdline "$cmdline" --kernel-unpack guest --stats

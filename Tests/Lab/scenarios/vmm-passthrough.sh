@@ -193,8 +193,9 @@ if [[ $backend == iommufd ]]; then
     "$vmm" --kernel "$LAB_KERNEL" --initrd "$LAB_L2_INITRD" --memory 128M --vfio $vf --vfio-backend iommufd \
         --kernel-cache "$state/kernel-cache" --console none --cmdline "$cmdline" </dev/null >"$LAB_OUT/holder.err" 2>&1 &
     holder=$!
-    holds_vf() { ls -l /proc/$holder/fd 2>/dev/null | grep -q /dev/vfio/devices/; }
-    lab_check "a passage-vmm holds the VF through iommufd" lab_wait_for 20 holds_vf
+    # (Bound, not just open: the cdev opens any number of times, the first VFIO_DEVICE_BIND_IOMMUFD wins.)
+    holds_vf() { grep -q "passthrough through iommufd" "$LAB_OUT/holder.err"; }
+    lab_check "a passage-vmm holds the VF through iommufd (bound to its iommufd)" lab_wait_for 20 holds_vf
     out=$("$vmm" --kernel "$LAB_KERNEL" --memory 128M --vfio $vf --vfio-backend iommufd --kernel-cache "$state/kernel-cache" \
         --console none 2>&1 </dev/null); rc=$?
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
