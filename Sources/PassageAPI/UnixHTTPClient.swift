@@ -168,14 +168,32 @@ public final class UnixHTTPClient {
             return body
         }
         let length = Int(headers["content-length"] ?? "0") ?? 0
-        if buffer.count < length { buffer.reserveCapacity(length) }
-        while buffer.count < length { try fill(atLeast: max(65536, min(length - buffer.count, 1 << 20))) }
-        if buffer.count == length {  // the usual case: hand the buffer over, no copy
-            defer { buffer = [] }
-            return buffer
+        guard length > 0 else { return [] }
+        if buffer.count >= length {
+            let body = Array(buffer[..<length])
+            buffer.removeSubrange(..<length)
+            return body
         }
-        let body = Array(buffer[..<length])
-        buffer.removeSubrange(..<length)
+        // The rest of the body goes straight from the socket into an array of its final size: no
+        // zero-filling, no growing, no copy afterwards (a 3.4 MiB device list is one allocation).
+        var failure: Int32 = 0
+        let body = [UInt8](unsafeUninitializedCapacity: length) { out, count in
+            buffer.withUnsafeBytes { have in
+                if let from = have.baseAddress, have.count > 0 { UnsafeMutableRawPointer(out.baseAddress!).copyMemory(from: from, byteCount: have.count) }
+            }
+            count = buffer.count
+            while count < length {
+                let n = recv(fd, out.baseAddress! + count, length - count, 0)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { failure = n < 0 ? errno : -1; return }
+                count += n
+            }
+        }
+        buffer.removeAll(keepingCapacity: true)
+        if failure == EAGAIN || failure == EWOULDBLOCK {
+            throw ClientError(message: "no answer from \(socketPath) within \(timeout) s", errno: failure)
+        }
+        guard failure == 0 else { throw ClientError(message: "passaged closed the connection in the middle of a \(length)-byte answer", errno: failure > 0 ? failure : nil) }
         return body
     }
 

@@ -77,7 +77,7 @@ final class DaemonHarness: @unchecked Sendable {
         }
         let text = r.text
         guard let nl = text.lastIndex(of: "\n"), let status = Int(text[text.index(after: nl)...]) else {
-            throw TestSetupError("curl gave no status: \(text) \(r.stderr)")
+            throw TestSetupError("curl gave no status (exit \(r.status), \(method) \(path)): \(text) \(r.stderr)")
         }
         return (status, String(text[..<nl]))
     }
