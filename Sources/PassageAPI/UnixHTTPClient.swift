@@ -66,23 +66,34 @@ public final class UnixHTTPClient {
         fd = -1
     }
 
-    /// Sends one request and reads the whole response. Reconnects once if a kept-alive connection was closed.
+    /// Sends one request and reads the whole response. When a kept-alive connection fails (the
+    /// server closed it while idle), the request goes once more on a new connection, but only when
+    /// that cannot make a change twice: a read (GET, HEAD), or a request that never left (sending
+    /// it failed). A change whose answer was lost is an error; the caller decides (a claim's
+    /// idempotency key makes retrying it safe).
     public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = []) throws(ClientError) -> Response {
+        let reused = fd >= 0
         do {
             return try send(method, path, body: body, headers: headers)
         } catch {
             close()
+            guard reused, method == "GET" || method == "HEAD" || !requestSent else { throw error }
             return try send(method, path, body: body, headers: headers)
         }
     }
 
+    /// Whether the last `send` got its request onto the socket.
+    private var requestSent = false
+
     private func send(_ method: String, _ path: String, body: [UInt8]?, headers: [(String, String)]) throws(ClientError) -> Response {
+        requestSent = false
         try connectIfNeeded()
         var head = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nUser-Agent: passage\r\n"
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         if let body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         head += "\r\n"
         try writeAll(Array(head.utf8) + (body ?? []))
+        requestSent = true
         return try readResponse()
     }
 
