@@ -66,16 +66,39 @@ public final class VMSupervisor: @unchecked Sendable {
     /// Whether `pid` is a passage-vmm whose console is `console` (the VM's own file: a pid reused
     /// by another VM's VMM, or by anything else, does not count).
     static func isVMM(_ pid: Int32, console: String) -> Bool {
-        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-        let argv = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard argv.first?.hasSuffix("passage-vmm") == true else { return false }
+        guard let argv = procFile(pid, "cmdline")?.split(separator: 0).map({ String(decoding: $0, as: UTF8.self) }),
+              argv.first?.hasSuffix("passage-vmm") == true else { return false }
         return zip(argv, argv.dropFirst()).contains { $0 == "--console" && $1 == "file:" + console }
     }
 
-    /// The passage-vmm running with console `console`, if one is.
+    /// The passage-vmm running with console `console`, if one is. Runs before passaged serves after
+    /// a restart, over every process: each is first told by its `comm` (no access to its memory,
+    /// unlike `cmdline`), with plain reads.
     static func findVMM(console: String) -> Int32? {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
-        return entries.compactMap(Int32.init).first { isVMM($0, console: console) }
+        guard let dir = opendir("/proc") else { return nil }
+        defer { closedir(dir) }
+        let comm = Array("passage-vmm\n".utf8)
+        while let entry = readdir(dir) {
+            let pid = withUnsafeBytes(of: entry.pointee.d_name) { raw -> Int32? in
+                let name = raw.prefix(while: { $0 != 0 })
+                guard !name.isEmpty, name.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+                return Int32(String(decoding: name, as: UTF8.self))
+            }
+            guard let pid, procFile(pid, "comm", limit: 32) == comm, isVMM(pid, console: console) else { continue }
+            return pid
+        }
+        return nil
+    }
+
+    /// `/proc/PID/NAME` with one open and one read (at most `limit` bytes); nil when it cannot be read.
+    static func procFile(_ pid: Int32, _ name: String, limit: Int = 8192) -> [UInt8]? {
+        let fd = open("/proc/\(pid)/\(name)", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        let n = read(fd, &buffer, limit)
+        guard n >= 0 else { return nil }
+        return Array(buffer[..<n])
     }
 
     private func watchForeign(name: String, pid: Int32) {
