@@ -68,7 +68,7 @@ public final class UnixHTTPClient {
 
     /// Sends one request and reads the whole response. When a kept-alive connection fails (the
     /// server closed it while idle), the request goes once more on a new connection, but only when
-    /// that cannot make a change twice: a read (GET, HEAD), or a request that never left (sending
+    /// that cannot make a change twice: a read (GET), or a request that never left (sending
     /// it failed). A change whose answer was lost is an error; the caller decides (a claim's
     /// idempotency key makes retrying it safe).
     public func request(_ method: String, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = []) throws(ClientError) -> Response {
@@ -77,7 +77,7 @@ public final class UnixHTTPClient {
             return try send(method, path, body: body, headers: headers)
         } catch {
             close()
-            guard reused, method == "GET" || method == "HEAD" || !requestSent else { throw error }
+            guard reused, method == "GET" || !requestSent else { throw error }
             return try send(method, path, body: body, headers: headers)
         }
     }

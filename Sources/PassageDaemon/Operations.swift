@@ -187,10 +187,12 @@ struct VFIntent: Equatable {
               f[2].hasPrefix("previous="), let previous = Int(f[2].dropFirst(9)) else { return nil }
         self.init(pf: pf, count: count, previousCount: previous, previousAutoprobe: nil)
         for field in f.dropFirst(3) {
-            let kv = field.split(separator: "=", maxSplits: 1).map(String.init)
+            let kv = field.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             guard kv.count == 2 else { return nil }
             switch kv[0] {
-            case "autoprobe": previousAutoprobe = kv[1] == "1"
+            case "autoprobe":
+                guard kv[1] == "0" || kv[1] == "1" else { return nil }
+                previousAutoprobe = kv[1] == "1"
             case "nvme-secondaries":
                 var list: [NVMeSecondaryController] = []
                 for item in kv[1].split(separator: ",") {

@@ -32,7 +32,8 @@ public final class IOMMUFD: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Lets the devices DMA to `size` bytes at `vaddr` through `iova` (guest-physical for a VM):
-    /// `IOMMU_IOAS_MAP` at that fixed IOVA. The pages are pinned now. Page-aligned.
+    /// `IOMMU_IOAS_MAP` at that fixed IOVA. The pages are pinned now if a device is attached to the
+    /// IOAS (else when the first one attaches). Page-aligned.
     public func mapDMA(iova: UInt64, vaddr: UnsafeMutableRawPointer, size: UInt64, writable: Bool = true) throws(VFIOError) {
         try VFIOContainer.checkDMARange(iova: iova, vaddr: vaddr, size: size)
         var map = passage_iommu_ioas_map()
@@ -121,8 +122,11 @@ public final class VFIODeviceFile: @unchecked Sendable {
         bind.iommufd = iommufd.fd
         var r = passage_vfio_ioctl(fd, passage_VFIO_DEVICE_BIND_IOMMUFD, &bind)
         guard r >= 0 else {
-            if -r == Int(EBUSY) || -r == Int(EPERM) {
-                throw VFIOError(.groupNotViable, "\(address): VFIO_DEVICE_BIND_IOMMUFD refused (\(String(cString: strerror(Int32(-r))))): a device of its IOMMU group is bound to a host driver or in use; bind the whole group (passage bind --group \(address)) or claim it", errno: Int32(-r))
+            if -r == Int(EBUSY) {
+                throw VFIOError(.groupNotViable, "\(address): VFIO_DEVICE_BIND_IOMMUFD refused (device busy): a device of its IOMMU group is bound to a host driver or in use; bind the whole group (passage bind --group \(address)) or claim it", errno: EBUSY)
+            }
+            if -r == Int(EPERM) {
+                throw VFIOError(.permissionDenied, "\(address): VFIO_DEVICE_BIND_IOMMUFD refused (operation not permitted): the IOMMU cannot isolate the device's MSIs (interrupt remapping off: intel_iommu=on with intremap, or amd_iommu=on) — iommufd then needs iommufd.allow_unsafe_interrupts=1, which is separate from vfio_iommu_type1's; or a device of its group is held elsewhere. --vfio-backend type1 uses the container instead", errno: EPERM)
             }
             if -r == Int(EINVAL) {
                 throw VFIOError(.io, "\(address): VFIO_DEVICE_BIND_IOMMUFD refused (Invalid argument): its VFIO device file is most likely bound in another process already (another VMM), and a device can be bound only once", errno: EINVAL)

@@ -19,7 +19,8 @@ public enum MPTable {
     /// The table for `cpus` vCPUs with APIC ids 0 ..< cpus, placed at guest-physical `address`;
     /// with `pciSlots` > 0, INTA of PCI bus 0's slots 1…`pciSlots` routed to the IOAPIC pins the
     /// DSDT's `_PRT` names (`PCIHostBridge.intxGSI(slot:)`), level-triggered and active low, as
-    /// many of them as fit in `maximumSize` (all 31 up to 19 vCPUs; slots are used from 1 up).
+    /// many of them as fit in `maximumSize` (all 31 with up to 27 vCPUs, 19 with 32; slots are used
+    /// from 1 up).
     public static func build(cpus: Int, pciSlots: Int = 0, at address: UInt64) -> [UInt8] {
         precondition(cpus >= 1 && cpus <= maximumCPUs && (0...31).contains(pciSlots))
         let ioapicID = UInt8(cpus)
@@ -52,8 +53,8 @@ public enum MPTable {
             entries += [3, 0, 0x0F, 0, 0, UInt8(slot << 2), ioapicID, UInt8(PCIHostBridge.intxGSI(slot: slot))]
             count += 1
         }
-        entries += [4, 3, 0, 0, 0, 0, 0x00, 0]                          // LINT0 of APIC 0: ExtINT
-        entries += [4, 1, 0, 0, 0, 0, 0xFF, 1]                          // LINT1 of all APICs: NMI
+        entries += [4, 3, 0, 0, isaBus, 0, 0x00, 0]                     // LINT0 of APIC 0: ExtINT
+        entries += [4, 1, 0, 0, isaBus, 0, 0xFF, 1]                     // LINT1 of all APICs: NMI
         count += 2
 
         let tableAddress = address + 16

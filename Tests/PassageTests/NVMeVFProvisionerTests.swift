@@ -326,10 +326,13 @@ final class NVMeRecordingWriter: SysfsWriter, @unchecked Sendable {
         // Payloads this version did not write are refused, not half-read.
         for bad in ["0000:01:00.0 2 previous=0 nvme-secondaries=1:2:0:0", "0000:01:00.0 2 previous=0 nvme-secondaries=1:0:0",
                     "0000:01:00.0 2 previous=0 nvme-primary=0:8", "0000:01:00.0 2 previous=0 nvme-primary=0:x:4",
-                    "0000:01:00.0 2 previous=0 bogus=1", "0000:01:00.0 2 previous=0 autoprobe"] {
+                    "0000:01:00.0 2 previous=0 bogus=1", "0000:01:00.0 2 previous=0 autoprobe", "0000:01:00.0 2 previous=0 autoprobe=2"] {
             #expect(VFIntent(parsing: bad) == nil, "\(bad)")
         }
         #expect(VFIntent(parsing: "0000:01:00.0 2 previous=0 nvme-primary=0:-:4")?.nvmePreparation?.previous == [.interrupt: 4])
+        // A controller with no secondaries: an empty list, read back as one.
+        let none = VFIntent(pf: pf, count: 2, previousCount: 0, previousAutoprobe: false, nvmeSecondaries: [], nvmePreparation: nil)
+        #expect(VFIntent(parsing: none.text) == none)
     }
 
     /// When what the freeing changes cannot be recorded first, nothing is changed.

@@ -51,10 +51,6 @@ final class PassthroughSet {
             case .iommufd:
                 let fd = try IOMMUFD(path: "\(dev)/iommu")
                 iommufd = fd
-                // Guest RAM for DMA: pinned and mapped once, before any device can be told an address.
-                dmaMapNanoseconds = try Self.mapGuestRAM(memory) { (iova, vaddr, size) throws(VFIOError) in
-                    try fd.mapDMA(iova: iova, vaddr: vaddr, size: size)
-                }
                 // KVM learns each device file before its bind (the kernel's order for the cdev).
                 kvmVFIODevice = Self.kvmDevice(vm, report: report)
                 for a in addresses {
@@ -65,6 +61,12 @@ final class PassthroughSet {
                         }
                     }
                     opened[a] = try file.bind(to: fd)
+                }
+                // Guest RAM for DMA, once the devices are attached to the IOAS (mapping into an IOAS
+                // with nothing attached only records it; pages are pinned when a domain needs them),
+                // before any device can be told an address.
+                dmaMapNanoseconds = try Self.mapGuestRAM(memory) { (iova, vaddr, size) throws(VFIOError) in
+                    try fd.mapDMA(iova: iova, vaddr: vaddr, size: size)
                 }
             case .type1, .auto:
                 let c = try VFIOContainer(path: "\(dev)/vfio/vfio")

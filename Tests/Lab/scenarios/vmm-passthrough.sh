@@ -196,8 +196,8 @@ if [[ $backend == iommufd ]]; then
     # (Bound, not just open: the cdev opens any number of times, the first VFIO_DEVICE_BIND_IOMMUFD wins.)
     holds_vf() { grep -q "passthrough through iommufd" "$LAB_OUT/holder.err"; }
     lab_check "a passage-vmm holds the VF through iommufd (bound to its iommufd)" lab_wait_for 20 holds_vf
-    out=$("$vmm" --kernel "$LAB_KERNEL" --memory 128M --vfio $vf --vfio-backend iommufd --kernel-cache "$state/kernel-cache" \
-        --console none 2>&1 </dev/null); rc=$?
+    out=$(timeout -k 5 60 "$vmm" --kernel "$LAB_KERNEL" --memory 128M --vfio $vf --vfio-backend iommufd --kernel-cache "$state/kernel-cache" \
+        --console none --cmdline "console=ttyS0 panic=-1 reboot=k" 2>&1 </dev/null); rc=$?
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
     echo "# second passage-vmm on the same VF: rc=$rc: $out"
     lab_check "a second passage-vmm on the VF is refused, naming it" test "$rc" -ne 0 -a -n "$(grep -o "$vf" <<<"$out")"
