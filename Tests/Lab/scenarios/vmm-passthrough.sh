@@ -77,6 +77,17 @@ lab_eq "passaged created and provisioned the VF; it runs on nvme in L1" nvme "$(
 # for L2's read through the VF (TCG's emulated NVMe varies with the host's load; two samples).
 l1_read() { local t0=$EPOCHREALTIME; for pass in 1 2 3 4; do dd if="$ns" of=/dev/null bs=1M iflag=direct 2>/dev/null; done; awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 [[ -z $demo ]] && l1_before_s=$(l1_read)
+# read_timing PREFIX: L1's read of the namespace once more (page cache dropped), then the
+# LAB-TIMING line PREFIX_read_MBps_{l2,l1} ratio: L2's L2-READ against the mean of L1's two reads.
+read_timing() {
+    echo 1 >/proc/sys/vm/drop_caches
+    local l1_after_s l1_s bytes l2_bytes l2_secs
+    l1_after_s=$(l1_read)
+    l1_s=$(awk -v a="$l1_before_s" -v b="$l1_after_s" 'BEGIN { printf "%.2f", (a + b) / 2 }')
+    bytes=$(( $(cat /sys/block/$(basename "$ns")/size) * 512 * 4 ))
+    l2_bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$l2_read") l2_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$l2_read")
+    lab_timing "$1_read_MBps_l2=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') $1_read_MBps_l1=$(awk -v n="$bytes" -v s="$l1_s" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') ratio=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" -v m="$bytes" -v t="$l1_s" 'BEGIN { if (s > 0 && t > 0 && m > 0) printf "%.3f", (n / s) / (m / t); else print "?" }') (${l2_bytes:-?} bytes in ${l2_secs:-?} s in L2, $bytes in $l1_s s in L1: mean of $l1_before_s s before and $l1_after_s s after the VMs)"
+}
 console=$state/vms/l2/console.log
 # The guest's work, the same for Passage's L2 and QEMU's below (the hostile accesses come before the
 # marker, so both pay for them; the sector write and the read benchmark come after it).
@@ -201,13 +212,8 @@ if [[ $backend == iommufd ]]; then
     kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
     echo "# second passage-vmm on the same VF: rc=$rc: $out"
     lab_check "a second passage-vmm on the VF is refused, naming it" test "$rc" -ne 0 -a -n "$(grep -o "$vf" <<<"$out")"
-    echo 1 >/proc/sys/vm/drop_caches
-    l1_after_s=$(l1_read)
-    l1_s=$(awk -v a="$l1_before_s" -v b="$l1_after_s" 'BEGIN { printf "%.2f", (a + b) / 2 }')
-    bytes=$(( $(cat /sys/block/$(basename "$ns")/size) * 512 * 4 ))
-    l2_bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$l2_read") l2_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$l2_read")
     lab_timing "passthrough_iommufd_vm_start_returned_s=$started_s passthrough_iommufd_start_to_marker_s=$passage_s"
-    lab_timing "passthrough_iommufd_read_MBps_l2=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') passthrough_iommufd_read_MBps_l1=$(awk -v n="$bytes" -v s="$l1_s" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') ratio=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" -v m="$bytes" -v t="$l1_s" 'BEGIN { if (s > 0 && t > 0 && m > 0) printf "%.3f", (n / s) / (m / t); else print "?" }')"
+    read_timing passthrough_iommufd
     lab_done
 fi
 
@@ -226,11 +232,6 @@ t0=$EPOCHREALTIME
 done >"$qlog"
 lab_check "QEMU's L2 read the marker through the VF" grep -aq 'L2-RESULT rc=0' "$qlog"
 qemu_s=$( [[ -s $qlog.t ]] && awk -v a="$t0" -v b="$(cat "$qlog.t")" 'BEGIN { printf "%.2f", b - a }')
-echo 1 >/proc/sys/vm/drop_caches
-l1_after_s=$(l1_read)
-l1_s=$(awk -v a="$l1_before_s" -v b="$l1_after_s" 'BEGIN { printf "%.2f", (a + b) / 2 }')
-bytes=$(( $(cat /sys/block/$(basename "$ns")/size) * 512 * 4 ))
 lab_timing "passthrough_vm_start_returned_s=$started_s passthrough_start_to_marker_passage_s=$passage_s passthrough_start_to_marker_qemu_s=${qemu_s:-?} ratio=$(awk -v a="$passage_s" -v b="${qemu_s:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "?" }')"
-l2_bytes=$(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$l2_read") l2_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$l2_read")
-lab_timing "passthrough_read_MBps_l2=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') passthrough_read_MBps_l1=$(awk -v n="$bytes" -v s="$l1_s" 'BEGIN { if (s > 0) printf "%.1f", n / s / 1048576; else print "?" }') ratio=$(awk -v n="${l2_bytes:-0}" -v s="${l2_secs:-0}" -v m="$bytes" -v t="$l1_s" 'BEGIN { if (s > 0 && t > 0 && m > 0) printf "%.3f", (n / s) / (m / t); else print "?" }') (${l2_bytes:-?} bytes in ${l2_secs:-?} s in L2, $bytes in $l1_s s in L1: mean of $l1_before_s s before and $l1_after_s s after the VMs)"
+read_timing passthrough
 lab_done
